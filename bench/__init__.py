@@ -1,0 +1,1 @@
+"""Benchmarks: freeflow against Docker's own networks, measured side by side in one run."""

@@ -1,0 +1,1 @@
+"""What runs inside application containers; standard library only."""

@@ -1,0 +1,22 @@
+"""gunicorn options of the plugin: one worker (the driver's state lives in its memory) with a few threads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from freeflow.config.settings import Settings
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "bind": [f"unix:{path}" for path in (settings.socket, settings.alias_socket) if path],
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": 4,
+        # dockerd waits up to 30 s per call; a stuck call is better killed and logged before that.
+        "timeout": 25,
+        "graceful_timeout": 5,
+        "loglevel": settings.log_level.lower(),
+        "accesslog": "-" if settings.log_level == "DEBUG" else None,
+        "errorlog": "-",
+    }

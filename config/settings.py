@@ -1,0 +1,93 @@
+"""Every FreeFlow setting in one table: environment variable, type, default and meaning.
+
+The table feeds `load_settings` (validation at start-up), `freeflow settings` and the README's table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from freeflow.errors import SettingsError
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be greater than zero")
+    return value
+
+
+def _scope(text: str) -> str:
+    if text not in ("local", "global"):
+        raise ValueError("must be 'local' (a single Docker host) or 'global' (a swarm)")
+    return text
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its attribute name, environment variable, parser, default and help text."""
+
+    name: str
+    env: str
+    parse: Callable[[str], Any]
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("scope", "FREEFLOW_SCOPE", _scope, "local",
+            "Network scope reported to Docker: `local` for one host, `global` for a swarm."),
+    Setting("state_dir", "FREEFLOW_STATE_DIR", str, "/var/lib/freeflow",
+            "Folder of the persistent state (networks and endpoints)."),
+    Setting("socket", "FREEFLOW_SOCKET", str, "/run/docker/plugins/freeflow.sock",
+            "Unix socket the plugin serves Docker's remote driver protocol on."),
+    Setting("alias_socket", "FREEFLOW_ALIAS_SOCKET", str, "",
+            "Second socket, in the host's /run/docker/plugins, that makes `-d freeflow` resolve (empty: none)."),
+    Setting("reconcile_interval", "FREEFLOW_RECONCILE_INTERVAL", _positive_float, "5",
+            "Seconds between checks that repair bridges and links deleted behind the plugin's back."),
+    Setting("log_level", "FREEFLOW_LOG_LEVEL", _log_level, "INFO",
+            "Log level: DEBUG, INFO, WARNING or ERROR."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings; build with `load_settings`."""
+
+    scope: str = "local"
+    state_dir: str = "/var/lib/freeflow"
+    socket: str = "/run/docker/plugins/freeflow.sock"
+    alias_socket: str = ""
+    reconcile_interval: float = 5.0
+    log_level: str = "INFO"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read every setting from `environ` (default: the process environment), validating each.
+
+    Raises SettingsError naming the variable and what it accepts.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.env, setting.default)
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{setting.env}={raw!r} is invalid: {exc}. {setting.help}") from None
+    known = {f.name for f in fields(Settings)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
+    values.update(overrides)
+    return Settings(**values)

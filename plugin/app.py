@@ -1,0 +1,94 @@
+"""The Flask application of Docker's remote NetworkDriver protocol: parse, call the driver, answer JSON.
+
+Docker sends `POST /<Interface>.<Method>` without a Content-Type and sometimes with an empty body, so
+bodies are decoded here by hand. Failures answer {"Err": message}; unknown methods answer 404.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, request
+
+from freeflow.plugin import protocol as p
+from freeflow.plugin.driver import Driver
+from freeflow.plugin.errors import BadRequest, DriverError
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
+
+
+def _answer(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, mimetype=CONTENT_TYPE)
+
+
+def _body() -> Any:
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+def _handlers(driver: Driver) -> dict[str, Callable[[Any], dict[str, Any]]]:
+    """Each protocol method: body in, answer out."""
+
+    def none(call: Callable[[Any], Any], shape: type[p.Message]) -> Callable[[Any], dict[str, Any]]:
+        def handle(body: Any) -> dict[str, Any]:
+            call(shape.parse(body))
+            return {}
+        return handle
+
+    def discovery(body: Any) -> dict[str, Any]:
+        req = p.DiscoveryRequest.parse(body)
+        log.info("discovery type %d: %s", req.discovery_type, req.data)
+        return {}
+
+    return {
+        "Plugin.Activate": lambda body: {"Implements": ["NetworkDriver"]},
+        "NetworkDriver.GetCapabilities": lambda body: driver.capabilities(),
+        "NetworkDriver.CreateNetwork": none(driver.create_network, p.CreateNetworkRequest),
+        "NetworkDriver.DeleteNetwork": none(driver.delete_network, p.NetworkRequest),
+        "NetworkDriver.AllocateNetwork": lambda body: driver.allocate_network(p.AllocateNetworkRequest.parse(body)),
+        "NetworkDriver.FreeNetwork": none(lambda req: None, p.NetworkRequest),
+        "NetworkDriver.CreateEndpoint": lambda body: driver.create_endpoint(
+            p.CreateEndpointRequest.parse(body)).to_wire(),
+        "NetworkDriver.DeleteEndpoint": none(driver.delete_endpoint, p.EndpointRequest),
+        "NetworkDriver.EndpointOperInfo": lambda body: driver.endpoint_info(p.EndpointRequest.parse(body)),
+        "NetworkDriver.Join": lambda body: driver.join(p.JoinRequest.parse(body)).to_wire(),
+        "NetworkDriver.Leave": none(driver.leave, p.EndpointRequest),
+        "NetworkDriver.DiscoverNew": discovery,
+        "NetworkDriver.DiscoverDelete": discovery,
+        "NetworkDriver.ProgramExternalConnectivity": none(lambda req: None, p.ExternalConnectivityRequest),
+        "NetworkDriver.RevokeExternalConnectivity": none(lambda req: None, p.EndpointRequest),
+    }
+
+
+def create_app(driver: Driver) -> Flask:
+    """The protocol application around `driver`."""
+    app = Flask("freeflow.plugin")
+    handlers = _handlers(driver)
+
+    @app.post("/<method>")
+    def call(method: str) -> Response:
+        handler = handlers.get(method)
+        if handler is None:
+            return _answer({"Err": f"{method} is not implemented by the freeflow driver"}, 404)
+        try:
+            body = _body()
+            log.debug("%s %s", method, body)
+            return _answer(handler(body))
+        except DriverError as exc:
+            log.warning("%s refused: %s", method, exc)
+            return _answer({"Err": str(exc)}, exc.status)
+        except Exception:
+            log.exception("%s failed", method)
+            return _answer({"Err": f"{method} failed inside the freeflow plugin; see the plugin log"}, 500)
+
+    return app

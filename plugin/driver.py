@@ -1,0 +1,271 @@
+"""The network driver's logic: what each Docker call does to the state and the kernel, free of HTTP.
+
+One lock serialises every call, so a call sees and saves a consistent state. Every call that removes
+something succeeds for IDs it does not know, because dockerd replays stale ones at start-up.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from freeflow.plugin import protocol as p
+from freeflow.plugin.errors import Conflict, DriverError, InvalidOption, NotFound
+from freeflow.plugin.store import Endpoint, Network, State, Store
+
+log = logging.getLogger(__name__)
+
+BRIDGE_PREFIX = "ff-"
+HOST_VETH_PREFIX = "ffh"
+CONTAINER_VETH_PREFIX = "ffc"
+OWNED_PREFIXES = (BRIDGE_PREFIX, HOST_VETH_PREFIX, CONTAINER_VETH_PREFIX)
+DEFAULT_MTU = 1500
+MTU_OPTION = "com.docker.network.driver.mtu"
+
+
+def _parse_mtu(value: Any) -> int:
+    try:
+        mtu = int(str(value))
+    except ValueError:
+        raise InvalidOption(f"{MTU_OPTION} must be a whole number of bytes, got {value!r}") from None
+    if not 68 <= mtu <= 65535:
+        raise InvalidOption(f"{MTU_OPTION} must be between 68 and 65535, got {mtu}")
+    return mtu
+
+
+# Every `-o key=value` a freeflow network accepts, with its parser.
+NETWORK_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    MTU_OPTION: _parse_mtu,
+}
+
+
+def bridge_name(network_id: str) -> str:
+    return BRIDGE_PREFIX + network_id[:12]
+
+
+def veth_names(endpoint_id: str) -> tuple[str, str]:
+    """The (host side, container side) names of an endpoint's veth pair."""
+    return HOST_VETH_PREFIX + endpoint_id[:12], CONTAINER_VETH_PREFIX + endpoint_id[:12]
+
+
+def mac_for(address: str) -> str:
+    """A locally administered MAC derived from the IPv4 address, as Docker's bridge does; random without one."""
+    if address:
+        ip = ipaddress.ip_interface(address).ip
+        if ip.version == 4:
+            return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)
+    raw = bytearray(os.urandom(6))
+    raw[0] = (raw[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def validate_options(generic: dict[str, Any]) -> dict[str, str]:
+    """The network's `-o` options, checked; an unknown one is refused with the list of accepted ones."""
+    accepted = ", ".join(sorted(NETWORK_OPTIONS))
+    clean = {}
+    for key, value in generic.items():
+        parse = NETWORK_OPTIONS.get(key)
+        if parse is None:
+            raise InvalidOption(f"unknown option {key!r} for a freeflow network; accepted options: {accepted}")
+        parse(value)
+        clean[key] = str(value)
+    return clean
+
+
+class Kernel(Protocol):
+    """What the driver asks of the host: links (netlink.py) and the forwarding rule (firewall.py)."""
+
+    def ensure_bridge(self, name: str, mtu: int) -> None: ...
+    def ensure_veth(self, host_name: str, peer_name: str, bridge: str, mtu: int, mac: str) -> None: ...
+    def delete_link(self, name: str) -> bool: ...
+    def link_exists(self, name: str) -> bool: ...
+    def links_with_prefix(self, prefix: str) -> list[str]: ...
+    def allow_bridge(self, bridge: str) -> None: ...
+    def forget_bridge(self, bridge: str) -> None: ...
+    def bridges_allowed(self, prefix: str) -> list[str]: ...
+
+
+class Driver:
+    """Carries out Docker's NetworkDriver calls against a `Kernel`, persisting every change in a `Store`."""
+
+    def __init__(self, store: Store, kernel: Kernel, scope: str = "local") -> None:
+        self.store = store
+        self.kernel = kernel
+        self.scope = scope
+        self.lock = threading.RLock()
+        self.state: State = store.load()
+
+    def _save(self) -> None:
+        self.store.save(self.state)
+
+    # Networks.
+
+    def capabilities(self) -> dict[str, str]:
+        return {"Scope": self.scope, "ConnectivityScope": self.scope}
+
+    def create_network(self, req: p.CreateNetworkRequest) -> None:
+        options = validate_options(req.generic_options)
+        mtu = int(options.get(MTU_OPTION, DEFAULT_MTU))
+        network = Network(network_id=req.network_id, bridge=bridge_name(req.network_id), mtu=mtu,
+                          ipv4_pools=[d.pool for d in req.ipv4], options=options)
+        with self.lock:
+            known = self.state.networks.get(req.network_id)
+            if known is not None:
+                if known != network:
+                    raise Conflict(f"network {req.network_id[:12]} exists with other settings")
+                return
+            for other in self.state.networks.values():
+                if other.bridge == network.bridge:
+                    raise Conflict(f"network {req.network_id[:12]} would share bridge {network.bridge} "
+                                   f"with network {other.network_id[:12]}")
+            try:
+                self.kernel.ensure_bridge(network.bridge, mtu)
+                self.kernel.allow_bridge(network.bridge)
+            except DriverError:
+                self.kernel.delete_link(network.bridge)
+                self.kernel.forget_bridge(network.bridge)
+                raise
+            self.state.networks[network.network_id] = network
+            self._save()
+        log.info("created network %s on bridge %s (mtu %d)", req.network_id[:12], network.bridge, mtu)
+
+    def delete_network(self, req: p.NetworkRequest) -> None:
+        with self.lock:
+            network = self.state.networks.get(req.network_id)
+            if network is None:
+                log.info("DeleteNetwork for unknown network %s: nothing to do", req.network_id[:12])
+                return
+            for endpoint in self.state.endpoints_of(req.network_id):
+                self.kernel.delete_link(endpoint.host_veth)
+                del self.state.endpoints[endpoint.endpoint_id]
+            self.kernel.delete_link(network.bridge)
+            self.kernel.forget_bridge(network.bridge)
+            del self.state.networks[req.network_id]
+            self._save()
+        log.info("deleted network %s", req.network_id[:12])
+
+    def allocate_network(self, req: p.AllocateNetworkRequest) -> dict[str, Any]:
+        # Swarm managers: validate now, so a bad option fails at `docker network create`, and echo the
+        # options back, or they never reach the workers' CreateNetwork.
+        validate_options(p.CreateNetworkRequest(req.network_id, req.options).generic_options)
+        return {"Options": req.options}
+
+    # Endpoints.
+
+    def create_endpoint(self, req: p.CreateEndpointRequest) -> p.CreateEndpointResponse:
+        with self.lock:
+            network = self.state.networks.get(req.network_id)
+            if network is None:
+                raise NotFound(f"network {req.network_id[:12]} is not a freeflow network known to this host")
+            given_mac = req.interface.mac_address
+            known = self.state.endpoints.get(req.endpoint_id)
+            if known is not None:
+                if known.network_id != req.network_id:
+                    raise Conflict(f"endpoint {req.endpoint_id[:12]} belongs to another network")
+                return p.CreateEndpointResponse("" if given_mac else known.mac)
+            host_veth, container_veth = veth_names(req.endpoint_id)
+            endpoint = Endpoint(
+                endpoint_id=req.endpoint_id, network_id=req.network_id, host_veth=host_veth,
+                container_veth=container_veth, mac=given_mac or mac_for(req.interface.address),
+                address=req.interface.address, address_ipv6=req.interface.address_ipv6,
+            )
+            self.kernel.ensure_bridge(network.bridge, network.mtu)
+            try:
+                self.kernel.ensure_veth(host_veth, container_veth, network.bridge, network.mtu, endpoint.mac)
+            except DriverError:
+                self.kernel.delete_link(host_veth)
+                raise
+            self.state.endpoints[req.endpoint_id] = endpoint
+            self._save()
+        log.info("created endpoint %s (%s, %s) on network %s", req.endpoint_id[:12], endpoint.address,
+                 endpoint.mac, req.network_id[:12])
+        return p.CreateEndpointResponse("" if given_mac else endpoint.mac)
+
+    def delete_endpoint(self, req: p.EndpointRequest) -> None:
+        with self.lock:
+            endpoint = self.state.endpoints.pop(req.endpoint_id, None)
+            if endpoint is None:
+                log.info("DeleteEndpoint for unknown endpoint %s: nothing to do", req.endpoint_id[:12])
+                return
+            self.kernel.delete_link(endpoint.host_veth)
+            self._save()
+        log.info("deleted endpoint %s", req.endpoint_id[:12])
+
+    def endpoint_info(self, req: p.EndpointRequest) -> dict[str, Any]:
+        with self.lock:
+            endpoint = self.state.endpoints.get(req.endpoint_id)
+            if endpoint is None:
+                return {"Value": {}}
+            return {"Value": {"host_veth": endpoint.host_veth, "mac": endpoint.mac,
+                              "bridge": bridge_name(endpoint.network_id)}}
+
+    def join(self, req: p.JoinRequest) -> p.JoinResponse:
+        with self.lock:
+            endpoint = self.state.endpoints.get(req.endpoint_id)
+            if endpoint is None or endpoint.network_id != req.network_id:
+                raise NotFound(f"endpoint {req.endpoint_id[:12]} of network {req.network_id[:12]} does not exist")
+            network = self.state.networks[req.network_id]
+            if not self.kernel.link_exists(endpoint.container_veth):
+                # The pair was lost (or the old container side went with a sandbox): make a new one.
+                self.kernel.delete_link(endpoint.host_veth)
+            self.kernel.ensure_bridge(network.bridge, network.mtu)
+            self.kernel.ensure_veth(endpoint.host_veth, endpoint.container_veth, network.bridge,
+                                    network.mtu, endpoint.mac)
+            endpoint.sandbox_key = req.sandbox_key
+            self._save()
+        log.info("endpoint %s joins sandbox %s", req.endpoint_id[:12], req.sandbox_key)
+        return p.JoinResponse(endpoint.container_veth)
+
+    def leave(self, req: p.EndpointRequest) -> None:
+        with self.lock:
+            endpoint = self.state.endpoints.get(req.endpoint_id)
+            if endpoint is None:
+                log.info("Leave for unknown endpoint %s: nothing to do", req.endpoint_id[:12])
+                return
+            endpoint.sandbox_key = ""
+            self._save()
+        log.info("endpoint %s left its sandbox", req.endpoint_id[:12])
+
+    # Repair.
+
+    def reconcile(self) -> list[str]:
+        """Make the kernel match the state: recreate what is missing, remove what we own but forgot.
+
+        Returns a line per repair, for the log and the tests.
+        """
+        repairs: list[str] = []
+        with self.lock:
+            bridges = {n.bridge for n in self.state.networks.values()}
+            veths = {name for ep in self.state.endpoints.values() for name in (ep.host_veth, ep.container_veth)}
+            for network in self.state.networks.values():
+                if not self.kernel.link_exists(network.bridge):
+                    repairs.append(f"recreated bridge {network.bridge}")
+                self.kernel.ensure_bridge(network.bridge, network.mtu)
+                self.kernel.allow_bridge(network.bridge)
+            for endpoint in self.state.endpoints.values():
+                network = self.state.networks.get(endpoint.network_id)
+                if network is None:
+                    continue
+                if self.kernel.link_exists(endpoint.host_veth):
+                    self.kernel.ensure_veth(endpoint.host_veth, endpoint.container_veth, network.bridge,
+                                            network.mtu, endpoint.mac)
+                elif not endpoint.sandbox_key:
+                    self.kernel.ensure_veth(endpoint.host_veth, endpoint.container_veth, network.bridge,
+                                            network.mtu, endpoint.mac)
+                    repairs.append(f"recreated veth {endpoint.host_veth}")
+            for prefix in OWNED_PREFIXES:
+                for name in self.kernel.links_with_prefix(prefix):
+                    if name not in bridges and name not in veths:
+                        self.kernel.delete_link(name)
+                        repairs.append(f"removed orphan link {name}")
+            for bridge in self.kernel.bridges_allowed(BRIDGE_PREFIX):
+                if bridge not in bridges:
+                    self.kernel.forget_bridge(bridge)
+                    repairs.append(f"removed orphan rule of {bridge}")
+        for line in repairs:
+            log.warning("reconcile: %s", line)
+        return repairs

@@ -1,0 +1,16 @@
+"""The host's kernel as the driver sees it: netlink links plus the bridge forwarding rule."""
+
+from freeflow.plugin import firewall, netlink
+
+
+class HostKernel:
+    """The real `Kernel` of driver.py; unit tests substitute a fake with the same methods."""
+
+    ensure_bridge = staticmethod(netlink.ensure_bridge)
+    ensure_veth = staticmethod(netlink.ensure_veth)
+    delete_link = staticmethod(netlink.delete_link)
+    link_exists = staticmethod(netlink.link_exists)
+    links_with_prefix = staticmethod(netlink.links_with_prefix)
+    allow_bridge = staticmethod(firewall.allow_bridge)
+    forget_bridge = staticmethod(firewall.forget_bridge)
+    bridges_allowed = staticmethod(firewall.bridges_allowed)

@@ -1,0 +1,117 @@
+"""Every netlink operation of the driver, through pyroute2, behind names of what they do.
+
+All functions are idempotent: creating what exists or deleting what is gone succeeds, so the driver can
+replay them during reconciliation and Docker can replay its stale calls.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError as PyNetlinkError
+
+from freeflow.plugin.errors import NetlinkError
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _ipr(action: str) -> Iterator[IPRoute]:
+    """An IPRoute socket whose kernel errors become NetlinkError naming the action."""
+    ipr = IPRoute()
+    try:
+        yield ipr
+    except PyNetlinkError as exc:
+        raise NetlinkError(f"{action}: {exc.args[-1] if exc.args else exc} (errno {exc.code})") from exc
+    finally:
+        ipr.close()
+
+
+def _index(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def link_exists(name: str) -> bool:
+    with _ipr(f"look up {name}") as ipr:
+        return _index(ipr, name) is not None
+
+
+def links_with_prefix(prefix: str) -> list[str]:
+    """Names of the links in this namespace starting with `prefix`."""
+    with _ipr("list links") as ipr:
+        names = (link.get_attr("IFLA_IFNAME") for link in ipr.get_links())
+        return sorted(n for n in names if n and n.startswith(prefix))
+
+
+def ensure_bridge(name: str, mtu: int) -> None:
+    """A Linux bridge `name`, up, with `mtu`; created when missing."""
+    with _ipr(f"create bridge {name}") as ipr:
+        index = _index(ipr, name)
+        if index is None:
+            log.info("creating bridge %s (mtu %d)", name, mtu)
+            ipr.link("add", ifname=name, kind="bridge", br_stp_state=0, br_forward_delay=0)
+            index = _index(ipr, name)
+        ipr.link("set", index=index, mtu=mtu, state="up")
+
+
+def ensure_veth(host_name: str, peer_name: str, bridge: str, mtu: int, mac: str) -> None:
+    """A veth pair: `host_name` up on `bridge`, `peer_name` (for the container) with `mac`.
+
+    When the pair exists only the host side is repaired: the peer may already sit in a container's
+    namespace, where it is Docker's to manage.
+    """
+    with _ipr(f"create veth {host_name}") as ipr:
+        bridge_index = _index(ipr, bridge)
+        if bridge_index is None:
+            raise NetlinkError(f"bridge {bridge} is missing")
+        index = _index(ipr, host_name)
+        if index is None:
+            log.info("creating veth %s <-> %s on %s", host_name, peer_name, bridge)
+            stale = _index(ipr, peer_name)
+            if stale is not None:
+                ipr.link("del", index=stale)
+            ipr.link("add", ifname=host_name, kind="veth", mtu=mtu,
+                     peer={"ifname": peer_name, "mtu": mtu, "address": mac})
+            index = _index(ipr, host_name)
+        ipr.link("set", index=index, master=bridge_index, mtu=mtu, state="up")
+
+
+def delete_link(name: str) -> bool:
+    """Delete link `name` (a veth takes its peer along); False when it was already gone."""
+    with _ipr(f"delete {name}") as ipr:
+        index = _index(ipr, name)
+        if index is None:
+            return False
+        try:
+            ipr.link("del", index=index)
+        except PyNetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return False
+            raise
+        log.info("deleted link %s", name)
+        return True
+
+
+def link_mtu(name: str) -> int | None:
+    with _ipr(f"look up {name}") as ipr:
+        index = _index(ipr, name)
+        if index is None:
+            return None
+        return int(ipr.get_links(index)[0].get_attr("IFLA_MTU"))
+
+
+def link_master(name: str) -> str | None:
+    """The name of the bridge `name` is enslaved to, or None."""
+    with _ipr(f"look up {name}") as ipr:
+        index = _index(ipr, name)
+        if index is None:
+            return None
+        master = ipr.get_links(index)[0].get_attr("IFLA_MASTER")
+        if not master:
+            return None
+        return str(ipr.get_links(master)[0].get_attr("IFLA_IFNAME"))

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds the managed plugin `freeflow` from the Dockerfile and config.json, and enables it.
+# Rebuilds only when the sources changed; no registry is involved (classic builder, local base image).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name=${FREEFLOW_PLUGIN_NAME:-freeflow/driver}
+out=build/plugin
+hash=$( (cat Dockerfile config.json pyproject.toml; find freeflow plugin router shm client config bench -name '*.py' -o -name '*.yml' -o -name '*.c' | sort | xargs cat) | sha256sum | cut -c1-16)
+
+if docker plugin inspect "$name" >/dev/null 2>&1 && [ "$(cat "$out/.hash" 2>/dev/null)" = "$hash" ]; then
+    echo "plugin $name is up to date ($hash)"
+else
+    echo "building plugin $name ($hash)"
+    DOCKER_BUILDKIT=0 docker build -q --network host -t freeflow-plugin-rootfs . >/dev/null
+    rm -rf "$out" && mkdir -p "$out/rootfs"
+    id=$(docker create freeflow-plugin-rootfs)
+    docker export "$id" | tar -x -C "$out/rootfs"
+    docker rm "$id" >/dev/null
+    cp config.json "$out/"
+    if docker plugin inspect "$name" >/dev/null 2>&1; then
+        docker plugin disable -f "$name" >/dev/null 2>&1 || true
+        docker plugin rm -f "$name" >/dev/null
+    fi
+    docker plugin create "$name" "$out" >/dev/null
+    echo "$hash" > "$out/.hash"
+fi
+mkdir -p /var/lib/freeflow
+if [ "$(docker plugin inspect -f '{{.Enabled}}' "$name")" != "true" ]; then
+    docker plugin enable "$name" >/dev/null
+fi
+echo "plugin $name enabled"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what FreeFlow needs on a Debian host: the Docker engine (Debian's docker.io), debootstrap,
+# iptables, and the Python package with its test tools. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v iptables >/dev/null || need+=(iptables)
+command -v ip >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
+fi
+# Install when missing or when the installed package points at another checkout.
+where=$(python3 -c 'import freeflow, os, pytest, hypothesis, matplotlib; print(os.path.dirname(freeflow.__file__))' 2>/dev/null || true)
+if [ "$where" != "$PWD/freeflow" ]; then
+    echo "installing the freeflow Python package"
+    python3 -m pip install -q -e '.[test]'
+fi

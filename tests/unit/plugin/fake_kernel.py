@@ -1,0 +1,47 @@
+"""A kernel that keeps links and rules in dictionaries, for unit tests of the driver's logic."""
+
+from __future__ import annotations
+
+from freeflow.plugin.errors import NetlinkError
+
+
+class FakeKernel:
+    def __init__(self) -> None:
+        self.links: dict[str, dict[str, object]] = {}
+        self.rules: set[str] = set()
+        self.fail_on: str | None = None
+
+    def ensure_bridge(self, name: str, mtu: int) -> None:
+        if self.fail_on == name:
+            raise NetlinkError(f"refused {name}")
+        self.links[name] = {"kind": "bridge", "mtu": mtu}
+
+    def ensure_veth(self, host_name: str, peer_name: str, bridge: str, mtu: int, mac: str) -> None:
+        if bridge not in self.links:
+            raise NetlinkError(f"bridge {bridge} is missing")
+        if self.fail_on == host_name:
+            raise NetlinkError(f"refused {host_name}")
+        if host_name not in self.links:
+            self.links[peer_name] = {"kind": "veth", "mtu": mtu, "mac": mac, "peer": host_name}
+        self.links[host_name] = {"kind": "veth", "mtu": mtu, "master": bridge, "peer": peer_name}
+
+    def delete_link(self, name: str) -> bool:
+        link = self.links.pop(name, None)
+        if link and "peer" in link:
+            self.links.pop(str(link["peer"]), None)
+        return link is not None
+
+    def link_exists(self, name: str) -> bool:
+        return name in self.links
+
+    def links_with_prefix(self, prefix: str) -> list[str]:
+        return sorted(n for n in self.links if n.startswith(prefix))
+
+    def allow_bridge(self, bridge: str) -> None:
+        self.rules.add(bridge)
+
+    def forget_bridge(self, bridge: str) -> None:
+        self.rules.discard(bridge)
+
+    def bridges_allowed(self, prefix: str) -> list[str]:
+        return sorted(b for b in self.rules if b.startswith(prefix))

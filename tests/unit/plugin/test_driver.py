@@ -1,0 +1,79 @@
+"""The driver's persistence and reconciliation, against a fake kernel."""
+
+from __future__ import annotations
+
+import pytest
+
+from freeflow.plugin import protocol as p
+from freeflow.plugin.errors import DriverError
+from freeflow.plugin.driver import Driver, bridge_name, mac_for, veth_names
+from freeflow.plugin.store import Store
+from tests.unit.plugin.fake_kernel import FakeKernel
+from tests.unit.plugin.test_app import EP, NET, create_endpoint_body, create_network_body
+
+
+def make(tmp_path, kernel=None) -> Driver:
+    return Driver(Store(tmp_path), kernel or FakeKernel())
+
+
+def test_state_survives_a_restart(tmp_path):
+    first = make(tmp_path)
+    first.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    first.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
+    second = make(tmp_path, first.kernel)
+    assert second.state == first.state
+    assert second.state.endpoints[EP].address == "10.55.0.129/24"
+
+
+def test_reconcile_recreates_a_deleted_bridge_and_reattaches_ports(tmp_path):
+    kernel = FakeKernel()
+    driver = make(tmp_path, kernel)
+    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
+    del kernel.links[bridge_name(NET)]
+    kernel.rules.clear()
+    repairs = driver.reconcile()
+    assert f"recreated bridge {bridge_name(NET)}" in repairs
+    assert bridge_name(NET) in kernel.links and bridge_name(NET) in kernel.rules
+    assert kernel.links[veth_names(EP)[0]]["master"] == bridge_name(NET)
+    assert driver.reconcile() == []
+
+
+def test_reconcile_after_reboot_recreates_links_of_unjoined_endpoints(tmp_path):
+    driver = make(tmp_path)
+    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
+    rebooted = make(tmp_path, FakeKernel())
+    rebooted.reconcile()
+    assert set(rebooted.kernel.links) == {bridge_name(NET), *veth_names(EP)}
+
+
+def test_reconcile_removes_orphans_it_owns_only(tmp_path):
+    kernel = FakeKernel()
+    kernel.links.update({"ff-deadbeef0000": {}, "ffhdeadbeef0000": {}, "eth0": {}, "docker0": {}})
+    kernel.rules.update({"ff-deadbeef0000", "docker0"})
+    driver = make(tmp_path, kernel)
+    repairs = driver.reconcile()
+    assert set(kernel.links) == {"eth0", "docker0"}
+    assert kernel.rules == {"docker0"}
+    assert len(repairs) == 3
+
+
+def test_delete_network_removes_its_endpoints(tmp_path):
+    driver = make(tmp_path)
+    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
+    driver.delete_network(p.NetworkRequest(NET))
+    assert driver.kernel.links == {} and make(tmp_path).state.endpoints == {}
+
+
+def test_mac_for_is_deterministic_for_ipv4_and_local_otherwise():
+    assert mac_for("10.0.0.2/24") == "02:42:0a:00:00:02"
+    random_mac = mac_for("")
+    assert int(random_mac.split(":")[0], 16) & 0x03 == 0x02
+
+
+def test_damaged_state_file_is_a_clear_error(tmp_path):
+    (tmp_path / "state.json").write_text('{"version": 1, "networks": {"x": {"bogus": 1}}, "endpoints": {}}')
+    with pytest.raises(DriverError, match="damaged"):
+        make(tmp_path)
