@@ -26,6 +26,14 @@ def _scope(text: str) -> str:
     return text
 
 
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be 1 or 0")
+
+
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -55,6 +63,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Second socket, in the host's /run/docker/plugins, that makes `-d freeflow` resolve (empty: none)."),
     Setting("reconcile_interval", "FREEFLOW_RECONCILE_INTERVAL", _positive_float, "5",
             "Seconds between checks that repair bridges and links deleted behind the plugin's back."),
+    Setting("host_root", "FREEFLOW_HOST_ROOT", str, "",
+            "Prefix under which the host's files are seen: `/proc/1/root` inside the managed plugin."),
+    Setting("run_dir", "FREEFLOW_RUN_DIR", str, "/run/freeflow",
+            "Host folder of the router's admin socket and of the preload library containers mount."),
+    Setting("graft_wait", "FREEFLOW_GRAFT_WAIT", _positive_float, "0.5",
+            "Seconds the router waits for the server to accept a connection before leaving it on the overlay."),
+    Setting("router", "FREEFLOW_ROUTER", _bool, "1",
+            "Run the router beside the plugin (1) or not (0)."),
     Setting("log_level", "FREEFLOW_LOG_LEVEL", _log_level, "INFO",
             "Log level: DEBUG, INFO, WARNING or ERROR."),
 )
@@ -69,6 +85,10 @@ class Settings:
     socket: str = "/run/docker/plugins/freeflow.sock"
     alias_socket: str = ""
     reconcile_interval: float = 5.0
+    host_root: str = ""
+    run_dir: str = "/run/freeflow"
+    graft_wait: float = 0.5
+    router: bool = True
     log_level: str = "INFO"
 
 

@@ -1,4 +1,4 @@
-"""The `freeflow` command: `plugin` serves the driver, `bench` measures, `settings` lists the settings."""
+"""The `freeflow` command: `plugin` serves the driver, `router` runs the router, `status` shows it, `bench` measures."""
 
 from __future__ import annotations
 
@@ -10,13 +10,38 @@ from freeflow.config.settings import SETTINGS, load_settings
 from freeflow.errors import FreeFlowError
 
 
+def _log_setup(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def _plugin(args: argparse.Namespace) -> int:
     from freeflow.plugin.server import serve
 
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_setup(settings.log_level)
     serve(settings)
+    return 0
+
+
+def _router(args: argparse.Namespace) -> int:
+    from freeflow.router.server import Router
+
+    settings = load_settings()
+    _log_setup(settings.log_level)
+    Router(settings).run()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from freeflow.router.admin import print_status
+
+    return print_status(load_settings(), as_json=args.json)
+
+
+def _protocol_header(args: argparse.Namespace) -> int:
+    from freeflow.router.protocol import c_header
+
+    sys.stdout.write(c_header())
     return 0
 
 
@@ -37,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="freeflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("plugin", help="serve the Docker network driver on its unix socket").set_defaults(run=_plugin)
+    sub.add_parser("router", help="run the per-host router (the plugin starts one itself)").set_defaults(
+        run=_router)
+    status = sub.add_parser("status", help="containers, endpoints and connections with their paths")
+    status.add_argument("--json", action="store_true", help="print the router's raw answer")
+    status.set_defaults(run=_status)
+    sub.add_parser("protocol-header", help="print the C header of the router's control protocol").set_defaults(
+        run=_protocol_header)
     sub.add_parser("settings", help="print every setting as a Markdown table").set_defaults(run=_settings)
     bench = sub.add_parser("bench", help="compare freeflow with Docker's networks on this host")
     bench.add_argument("--short", action="store_true", help="one quick run of each path (for tests)")

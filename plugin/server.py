@@ -17,6 +17,7 @@ from freeflow.plugin.app import create_app
 from freeflow.plugin.driver import Driver
 from freeflow.plugin.kernel import HostKernel
 from freeflow.plugin.store import Store
+from freeflow.router.supervisor import RouterSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,13 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 def serve(settings: Settings) -> None:
     """Serve on `settings.socket` until stopped."""
     os.makedirs(os.path.dirname(settings.socket), exist_ok=True)
+    supervisor = RouterSupervisor() if settings.router else None
     if settings.alias_socket and not os.path.isdir(os.path.dirname(settings.alias_socket)):
         raise SettingsError(f"FREEFLOW_ALIAS_SOCKET: folder {os.path.dirname(settings.alias_socket)} is missing")
-    _Gunicorn(settings).run()
+    if supervisor is not None:
+        supervisor.start()
+    try:
+        _Gunicorn(settings).run()
+    finally:
+        if supervisor is not None:
+            supervisor.stop()

@@ -1,0 +1,84 @@
+"""Sockets and reads inside a container's network namespace, from a thread that enters it.
+
+setns(CLONE_NEWNET) changes only the calling thread, so each operation runs in a short-lived thread and
+the router's own threads stay in the host namespace. A socket keeps the namespace it was created in.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from freeflow.router.errors import NamespaceError
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+T = TypeVar("T")
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise NamespaceError(f"setns failed: {os.strerror(err)}")
+
+
+def run_in_netns(path: str, action: Callable[[], T]) -> T:
+    """Run `action` in a thread that has entered the network namespace at `path`; return its result."""
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def enter_and_run() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            failure.append(NamespaceError(f"cannot open network namespace {path}: {exc.strerror}"))
+            return
+        try:
+            _setns(fd)
+            result.append(action())
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=enter_and_run, name="netns")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def bind_abstract(path: str, name: bytes, backlog: int = 128) -> socket.socket:
+    """A listening AF_UNIX socket bound to abstract `name` inside the namespace at `path`."""
+
+    def bind() -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.bind(name)
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
+
+    try:
+        return run_in_netns(path, bind)
+    except OSError as exc:
+        raise NamespaceError(f"cannot bind @{name[1:].decode()} in {path}: {exc.strerror}") from exc
+
+
+def read_proc_net(path: str, table: str) -> str:
+    """The namespace's /proc/net/<table> (tcp, unix), read through /proc/thread-self."""
+
+    def read() -> str:
+        with open(f"/proc/thread-self/net/{table}") as f:
+            return f.read()
+
+    return run_in_netns(path, read)

@@ -1,0 +1,261 @@
+"""The router's event loop: a control socket in every joined container, the broker, and an admin socket.
+
+It follows the plugin's state file (which endpoints are joined, in which sandbox), binds `@freeflow` in
+each sandbox, decodes control messages and sends the broker's replies. It is never on the data path, so
+killing it loses no established connection; a new router binds the sockets again from the state file.
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import json
+import logging
+import os
+import selectors
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from freeflow.config.settings import Settings
+from freeflow.errors import FreeFlowError
+from freeflow.plugin.store import Store
+from freeflow.router import protocol as p
+from freeflow.router.broker import Broker, Endpoint, Reply
+from freeflow.router.errors import NamespaceError, RouterError
+from freeflow.router.netns import bind_abstract
+from freeflow.router.status import connection_status
+
+log = logging.getLogger(__name__)
+
+MAX_CONNS_PER_SANDBOX = 1024
+STATE_POLL = 0.2
+LIBRARY = Path(__file__).resolve().parent.parent / "client" / "preload" / "libfreeflow.so"
+
+
+def host_path(settings: Settings, path: str) -> str:
+    """`path` of the host's filesystem as this process sees it (through /proc/1/root in the plugin)."""
+    return settings.host_root.rstrip("/") + path if settings.host_root else path
+
+
+@dataclass
+class Control:
+    """One control connection and what it has sent so far."""
+
+    sock: socket.socket
+    sandbox: str
+    buffer: bytearray = field(default_factory=bytearray)
+
+
+class Router:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.state_dir)
+        self.run_dir = Path(host_path(settings, settings.run_dir))
+        self.broker = Broker(graft_wait=settings.graft_wait)
+        self.selector = selectors.DefaultSelector()
+        self.sandboxes: dict[str, socket.socket] = {}
+        self.conns: dict[socket.socket, Control] = {}
+        self.state_mtime = -1.0
+        self.admin: socket.socket | None = None
+        self._lock_file: Any = None
+
+    # Start-up.
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.run_dir / "router.lock", "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RouterError(f"another router holds {self.run_dir / 'router.lock'}") from None
+        (self.run_dir / "router.pid").write_text(f"{os.getpid()}\n")
+        self._install_library()
+        path = str(self.run_dir / "router.sock")
+        Path(path).unlink(missing_ok=True)
+        self.admin = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self.admin.bind(path)
+        self.admin.listen(16)
+        self.admin.setblocking(False)
+        self.selector.register(self.admin, selectors.EVENT_READ, "admin")
+        self.follow_state()
+        log.info("router ready: %d sandboxes, admin socket %s", len(self.sandboxes), path)
+
+    def _install_library(self) -> None:
+        """Put the preload library where containers mount it from (`-v /run/freeflow:/run/freeflow:ro`)."""
+        if not LIBRARY.exists():
+            log.warning("no preload library at %s: unmodified programs cannot be accelerated", LIBRARY)
+            return
+        target = self.run_dir / "libfreeflow.so"
+        tmp = self.run_dir / ".libfreeflow.so.tmp"
+        shutil.copyfile(LIBRARY, tmp)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+
+    # The plugin's state.
+
+    def follow_state(self) -> None:
+        """Re-read the plugin's state when it changed; bind or drop sandbox sockets to match."""
+        try:
+            mtime = self.store.path.stat().st_mtime
+        except FileNotFoundError:
+            mtime = 0.0
+        if mtime == self.state_mtime:
+            return
+        self.state_mtime = mtime
+        try:
+            state = self.store.load()
+        except FreeFlowError as exc:
+            log.error("cannot read the plugin state: %s", exc)
+            return
+        endpoints = [Endpoint(ep.endpoint_id, ep.network_id, ep.address.split("/")[0], ep.sandbox_key)
+                     for ep in state.endpoints.values() if ep.sandbox_key and ep.address]
+        self.broker.set_endpoints(endpoints)
+        wanted = {ep.sandbox for ep in endpoints}
+        for sandbox in set(self.sandboxes) - wanted:
+            self._drop_sandbox(sandbox)
+        for sandbox in wanted - set(self.sandboxes):
+            self._bind_sandbox(sandbox)
+
+    def _bind_sandbox(self, sandbox: str) -> None:
+        try:
+            sock = bind_abstract(host_path(self.settings, sandbox), p.SOCKET_NAME)
+        except NamespaceError as exc:
+            log.warning("%s", exc)
+            return
+        self.sandboxes[sandbox] = sock
+        self.selector.register(sock, selectors.EVENT_READ, ("listener", sandbox))
+        log.info("control socket bound in %s", sandbox)
+
+    def _drop_sandbox(self, sandbox: str) -> None:
+        sock = self.sandboxes.pop(sandbox)
+        self.selector.unregister(sock)
+        sock.close()
+        for conn in [c for c in self.conns.values() if c.sandbox == sandbox]:
+            self._close(conn)
+        self.broker.forget_sandbox(sandbox)
+        log.info("control socket of %s closed", sandbox)
+
+    # The loop.
+
+    def run(self, stop_after: float | None = None) -> None:
+        self.start()
+        end = None if stop_after is None else time.monotonic() + stop_after
+        next_poll = 0.0
+        while end is None or time.monotonic() < end:
+            deadline = self.broker.next_deadline()
+            timeout = STATE_POLL if deadline is None else max(0.0, min(STATE_POLL, deadline - time.monotonic()))
+            for key, _ in self.selector.select(timeout):
+                self._dispatch(key)
+            self._send(self.broker.expire())
+            if time.monotonic() >= next_poll:
+                self.follow_state()
+                next_poll = time.monotonic() + STATE_POLL
+
+    def _dispatch(self, key: selectors.SelectorKey) -> None:
+        data = key.data
+        if data == "admin":
+            self._serve_admin()
+        elif isinstance(data, tuple):
+            self._accept(data[1])
+        else:
+            self._read(data)
+
+    def _accept(self, sandbox: str) -> None:
+        listener = self.sandboxes[sandbox]
+        try:
+            sock, _ = listener.accept()
+        except BlockingIOError:
+            return
+        if sum(1 for c in self.conns.values() if c.sandbox == sandbox) >= MAX_CONNS_PER_SANDBOX:
+            log.warning("%s has %d control connections open: refusing more", sandbox, MAX_CONNS_PER_SANDBOX)
+            sock.close()
+            return
+        sock.setblocking(False)
+        control = Control(sock, sandbox)
+        self.conns[sock] = control
+        self.selector.register(sock, selectors.EVENT_READ, control)
+
+    def _read(self, control: Control) -> None:
+        try:
+            chunk = control.sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close(control)
+            return
+        control.buffer += chunk
+        try:
+            while len(control.buffer) >= p.HEADER.size:
+                kind, length = p.parse_header(bytes(control.buffer[:p.HEADER.size]), p.REQUESTS)
+                if len(control.buffer) < p.HEADER.size + length:
+                    return
+                body = bytes(control.buffer[p.HEADER.size:p.HEADER.size + length])
+                del control.buffer[:p.HEADER.size + length]
+                self._send(self._handle(control, kind.decode_body(body)))
+        except p.ProtocolError as exc:
+            log.warning("closing a control connection from %s: %s", control.sandbox, exc)
+            self._close(control)
+
+    def _handle(self, control: Control, msg: p.Message) -> list[Reply]:
+        if isinstance(msg, p.Intent):
+            return self.broker.intent(control.sock, control.sandbox, msg)
+        if isinstance(msg, p.Graft):
+            return self.broker.graft(control.sock, control.sandbox, msg)
+        if isinstance(msg, p.Listen):
+            return self.broker.listen(control.sock, control.sandbox, msg)
+        raise p.ProtocolError(f"{type(msg).__name__} is not a request")
+
+    def _send(self, replies: list[Reply]) -> None:
+        for reply in replies:
+            control = self.conns.get(reply.conn)  # type: ignore[call-overload]
+            try:
+                if control is None:
+                    continue
+                fds = [reply.fd.fileno()] if reply.fd is not None else []
+                ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+                control.sock.sendmsg([reply.message.encode()], ancillary)
+            except OSError as exc:
+                log.warning("cannot answer a control connection of %s: %s", control.sandbox if control else "?", exc)
+                if control is not None:
+                    self._close(control)
+            finally:
+                if reply.fd is not None:
+                    reply.fd.close()
+
+    def _close(self, control: Control) -> None:
+        if self.conns.pop(control.sock, None) is None:
+            return
+        self.selector.unregister(control.sock)
+        self._send(self.broker.closed(control.sock))
+        control.sock.close()
+
+    # Admin socket: one JSON request per connection.
+
+    def _serve_admin(self) -> None:
+        assert self.admin is not None
+        try:
+            conn, _ = self.admin.accept()
+        except BlockingIOError:
+            return
+        with conn:
+            conn.settimeout(2)
+            try:
+                request = json.loads(conn.recv(4096) or b"{}")
+                answer = self.admin_request(request)
+            except (ValueError, OSError) as exc:
+                answer = {"error": f"bad admin request: {exc}"}
+            try:
+                conn.sendall(json.dumps(answer).encode())
+            except OSError as exc:
+                log.warning("admin client went away: %s", exc)
+
+    def admin_request(self, request: Any) -> dict[str, Any]:
+        if not isinstance(request, dict) or request.get("op") != "status":
+            return {"error": "the only admin request is {\"op\": \"status\"}"}
+        return connection_status(self.broker, self.sandboxes, lambda s: host_path(self.settings, s))

@@ -1,0 +1,66 @@
+"""What `freeflow status` shows: per sandbox, its endpoints and live connections with the path each took.
+
+Grafted connections are alive while either end of their socket pair exists (by inode in /proc/net/unix);
+overlay connections are the established TCP connections in the sandbox's namespace.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from freeflow.router.broker import Broker
+from freeflow.router.errors import NamespaceError
+from freeflow.router.netns import read_proc_net
+
+TCP_ESTABLISHED = "01"
+
+
+def _unix_inodes() -> set[int]:
+    with open("/proc/net/unix") as f:
+        next(f)
+        return {int(line.split()[6]) for line in f if len(line.split()) > 6}
+
+
+def _address(text: str) -> str:
+    ip_hex, port_hex = text.split(":")
+    return f"{socket.inet_ntoa(struct.pack('<I', int(ip_hex, 16)))}:{int(port_hex, 16)}"
+
+
+def established_tcp(proc_net_tcp: str) -> list[tuple[str, str]]:
+    """(local, remote) of each established IPv4 TCP connection in a /proc/net/tcp text."""
+    found = []
+    for line in proc_net_tcp.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) > 3 and cols[3] == TCP_ESTABLISHED:
+            found.append((_address(cols[1]), _address(cols[2])))
+    return found
+
+
+def connection_status(broker: Broker, sandboxes: dict[str, Any],
+                      resolve: Callable[[str], str]) -> dict[str, Any]:
+    live = _unix_inodes()
+    broker.grafts[:] = [g for g in broker.grafts if live & set(g.inodes)]
+    result: dict[str, Any] = {"sandboxes": {}, "overlay_decisions": broker.overlay_decisions}
+    for sandbox in sorted(sandboxes):
+        endpoints = [ep for ep in broker.endpoints if ep.sandbox == sandbox]
+        connections = []
+        for g in broker.grafts:
+            if sandbox in (g.client_sandbox, g.server_sandbox):
+                _, cip, cport, sip, sport = g.key
+                local, remote = ((f"{cip}:{cport}", f"{sip}:{sport}") if sandbox == g.client_sandbox
+                                 else (f"{sip}:{sport}", f"{cip}:{cport}"))
+                connections.append({"local": local, "remote": remote, "path": "grafted"})
+        try:
+            for local, remote in established_tcp(read_proc_net(resolve(sandbox), "tcp")):
+                connections.append({"local": local, "remote": remote, "path": "overlay"})
+        except (NamespaceError, OSError):
+            pass
+        result["sandboxes"][sandbox] = {
+            "endpoints": [{"endpoint": ep.endpoint_id[:12], "network": ep.network_id[:12], "ip": ep.ip}
+                          for ep in endpoints],
+            "connections": connections,
+        }
+    return result
