@@ -64,7 +64,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reconcile_interval", "FREEFLOW_RECONCILE_INTERVAL", _positive_float, "5",
             "Seconds between checks that repair bridges and links deleted behind the plugin's back."),
     Setting("host_root", "FREEFLOW_HOST_ROOT", str, "",
-            "Prefix under which the host's files are seen: `/proc/1/root` inside the managed plugin."),
+            "Prefix under which the host's files are seen; `auto` (inside the managed plugin) finds it."),
     Setting("run_dir", "FREEFLOW_RUN_DIR", str, "/run/freeflow",
             "Host folder of the router's admin socket and of the preload library containers mount."),
     Setting("graft_wait", "FREEFLOW_GRAFT_WAIT", _positive_float, "0.5",

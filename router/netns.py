@@ -74,6 +74,61 @@ def bind_abstract(path: str, name: bytes, backlog: int = 128) -> socket.socket:
         raise NamespaceError(f"cannot bind @{name[1:].decode()} in {path}: {exc.strerror}") from exc
 
 
+def host_root(setting: str) -> str:
+    """The prefix under which the host's files are seen; `auto` finds it through the process tree.
+
+    Inside the managed plugin (own mount namespace, host PID namespace) the nearest ancestor in another
+    mount namespace is containerd's shim, whose root is the host's: /proc/<pid>/root. /proc/1/root is not
+    used because some hosts deny it even to root.
+    """
+    if setting != "auto":
+        return setting
+    own = os.stat("/proc/self/ns/mnt").st_ino
+    pid = os.getpid()
+    while pid > 1:
+        with open(f"/proc/{pid}/status") as status:
+            pid = next(int(line.split()[1]) for line in status if line.startswith("PPid:"))
+        try:
+            if pid > 0 and os.stat(f"/proc/{pid}/ns/mnt").st_ino != own:
+                return f"/proc/{pid}/root"
+        except OSError:
+            continue
+    return ""
+
+
+def in_root(prefix: str, path: str) -> str:
+    """`path` as seen under the root folder `prefix`, following its symlinks inside that root.
+
+    Absolute symlinks met under /proc/<pid>/root would otherwise resolve in our own root (/var/run ->
+    /run is one on every Debian host).
+    """
+    if not prefix:
+        return path
+    parts = [part for part in path.split("/") if part]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        if part == ".":
+            continue
+        candidate = prefix + "/" + "/".join(resolved + [part])
+        if os.path.islink(candidate):
+            hops += 1
+            if hops > 40:
+                raise NamespaceError(f"too many symlinks in {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        resolved.append(part)
+    return prefix + "/" + "/".join(resolved)
+
+
 def read_proc_net(path: str, table: str) -> str:
     """The namespace's /proc/net/<table> (tcp, unix), read through /proc/thread-self."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import fcntl
+import importlib
 import json
 import logging
 import os
@@ -18,7 +19,10 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+import freeflow.client
 
 from freeflow.config.settings import Settings
 from freeflow.errors import FreeFlowError
@@ -26,19 +30,35 @@ from freeflow.plugin.store import Store
 from freeflow.router import protocol as p
 from freeflow.router.broker import Broker, Endpoint, Reply
 from freeflow.router.errors import NamespaceError, RouterError
-from freeflow.router.netns import bind_abstract
+from freeflow.router.netns import bind_abstract, host_root, in_root
 from freeflow.router.status import connection_status
 
 log = logging.getLogger(__name__)
 
 MAX_CONNS_PER_SANDBOX = 1024
 STATE_POLL = 0.2
-LIBRARY = Path(__file__).resolve().parent.parent / "client" / "preload" / "libfreeflow.so"
+LIBRARY = Path(freeflow.client.__file__).parent / "preload" / "libfreeflow.so"
+# What a Python program in a container needs on PYTHONPATH for `freeflow.client` (standard library only):
+# single modules, then whole packages.
+CLIENT_MODULES = ("freeflow", "freeflow.errors", "freeflow.router", "freeflow.router.protocol")
+CLIENT_PACKAGES = ("freeflow.client", "freeflow.shm")
 
 
-def host_path(settings: Settings, path: str) -> str:
-    """`path` of the host's filesystem as this process sees it (through /proc/1/root in the plugin)."""
-    return settings.host_root.rstrip("/") + path if settings.host_root else path
+def _module_path(module: ModuleType) -> str:
+    """Where `module` goes under a PYTHONPATH folder: freeflow/router/protocol.py, freeflow/__init__.py."""
+    parts = module.__name__.split(".")
+    if Path(module.__file__ or "").name == "__init__.py":
+        return "/".join(parts + ["__init__.py"])
+    return "/".join(parts) + ".py"
+
+
+def _publish(source: Path, target: Path) -> None:
+    """Copy `source` to `target` atomically (a running program may have the old one mapped)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, target)
 
 
 @dataclass
@@ -53,8 +73,9 @@ class Control:
 class Router:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.prefix = host_root(settings.host_root).rstrip("/")
         self.store = Store(settings.state_dir)
-        self.run_dir = Path(host_path(settings, settings.run_dir))
+        self.run_dir = Path(self.host(settings.run_dir))
         self.broker = Broker(graft_wait=settings.graft_wait)
         self.selector = selectors.DefaultSelector()
         self.sandboxes: dict[str, socket.socket] = {}
@@ -62,6 +83,10 @@ class Router:
         self.state_mtime = -1.0
         self.admin: socket.socket | None = None
         self._lock_file: Any = None
+
+    def host(self, path: str) -> str:
+        """`path` of the host's filesystem as this process sees it (through /proc/<pid>/root in the plugin)."""
+        return in_root(self.prefix, path)
 
     # Start-up.
 
@@ -85,15 +110,21 @@ class Router:
         log.info("router ready: %d sandboxes, admin socket %s", len(self.sandboxes), path)
 
     def _install_library(self) -> None:
-        """Put the preload library where containers mount it from (`-v /run/freeflow:/run/freeflow:ro`)."""
-        if not LIBRARY.exists():
+        """Publish what containers mount with `-v /run/freeflow:/run/freeflow:ro`: the preload library
+        and, under python/, the client package for PYTHONPATH."""
+        if LIBRARY.exists():
+            _publish(LIBRARY, self.run_dir / "libfreeflow.so")
+        else:
             log.warning("no preload library at %s: unmodified programs cannot be accelerated", LIBRARY)
-            return
-        target = self.run_dir / "libfreeflow.so"
-        tmp = self.run_dir / ".libfreeflow.so.tmp"
-        shutil.copyfile(LIBRARY, tmp)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
+        root = self.run_dir / "python"
+        for name in CLIENT_MODULES:
+            module = importlib.import_module(name)
+            _publish(Path(module.__file__ or ""), root / _module_path(module))
+        for name in CLIENT_PACKAGES:
+            package = importlib.import_module(name)
+            folder = root / Path(_module_path(package)).parent
+            for source in Path(package.__file__ or "").parent.glob("*.py"):
+                _publish(source, folder / source.name)
 
     # The plugin's state.
 
@@ -122,7 +153,7 @@ class Router:
 
     def _bind_sandbox(self, sandbox: str) -> None:
         try:
-            sock = bind_abstract(host_path(self.settings, sandbox), p.SOCKET_NAME)
+            sock = bind_abstract(self.host(sandbox), p.SOCKET_NAME)
         except NamespaceError as exc:
             log.warning("%s", exc)
             return
@@ -258,4 +289,4 @@ class Router:
     def admin_request(self, request: Any) -> dict[str, Any]:
         if not isinstance(request, dict) or request.get("op") != "status":
             return {"error": "the only admin request is {\"op\": \"status\"}"}
-        return connection_status(self.broker, self.sandboxes, lambda s: host_path(self.settings, s))
+        return connection_status(self.broker, self.sandboxes, self.host)
