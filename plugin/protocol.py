@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from freeflow.plugin.errors import BadRequest
 
@@ -73,7 +73,7 @@ class Message:
     """Parsing and serialising shared by every request shape."""
 
     @classmethod
-    def parse(cls: type[M], body: Any) -> M:
+    def parse(cls, body: Any) -> Self:
         if not isinstance(body, dict):
             raise BadRequest(f"the request body must be a JSON object, got {type(body).__name__}")
         values = {}

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from typing import Any
 
 from freeflow.config.settings import Settings
 from freeflow.router.errors import RouterUnavailable
+
+log = logging.getLogger(__name__)
 
 
 def ask_router(settings: Settings, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
@@ -36,7 +39,8 @@ def _container_names() -> dict[str, str]:
 
         client = docker.from_env(timeout=10)
         return {c.attrs["NetworkSettings"]["SandboxKey"]: c.name for c in client.containers.list()}
-    except Exception:  # status still shows sandboxes without Docker's names
+    except Exception as exc:  # noqa: BLE001 - status still shows sandboxes without Docker's names
+        log.info("container names unavailable: %s", exc)
         return {}
 
 

@@ -41,7 +41,7 @@ def run_in_netns(path: str, action: Callable[[], T]) -> T:
         try:
             _setns(fd)
             result.append(action())
-        except BaseException as exc:  # handed to the caller's thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             failure.append(exc)
         finally:
             os.close(fd)
@@ -115,7 +115,7 @@ def in_root(prefix: str, path: str) -> str:
             continue
         if part == ".":
             continue
-        candidate = prefix + "/" + "/".join(resolved + [part])
+        candidate = prefix + "/" + "/".join([*resolved, part])
         if os.path.islink(candidate):
             hops += 1
             if hops > 40:

@@ -76,7 +76,7 @@ class Message:
         if len(payload) != cls.layout.size:
             raise ProtocolError(f"{cls.__name__} body must be {cls.layout.size} bytes, got {len(payload)}")
         values = cls.layout.unpack(payload)
-        message = cls(*(_from_wire(f.type, v) for f, v in zip(fields(cls), values)))
+        message = cls(*(_from_wire(f.type, v) for f, v in zip(fields(cls), values, strict=True)))
         message.validate()
         return message
 

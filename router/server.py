@@ -23,7 +23,6 @@ from types import ModuleType
 from typing import Any
 
 import freeflow.client
-
 from freeflow.config.settings import Settings
 from freeflow.errors import FreeFlowError
 from freeflow.plugin.store import Store
@@ -48,7 +47,7 @@ def _module_path(module: ModuleType) -> str:
     """Where `module` goes under a PYTHONPATH folder: freeflow/router/protocol.py, freeflow/__init__.py."""
     parts = module.__name__.split(".")
     if Path(module.__file__ or "").name == "__init__.py":
-        return "/".join(parts + ["__init__.py"])
+        return "/".join([*parts, "__init__.py"])
     return "/".join(parts) + ".py"
 
 
@@ -92,7 +91,7 @@ class Router:
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.run_dir / "router.lock", "w")
+        self._lock_file = open(self.run_dir / "router.lock", "w")  # noqa: SIM115 - held for the router's life
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

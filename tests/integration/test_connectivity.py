@@ -7,7 +7,13 @@ import subprocess
 import threading
 
 from tests.integration.conftest import (
-    DRIVER, container_ip, docker, inspect, our_links, ping, wait_for,
+    DRIVER,
+    container_ip,
+    docker,
+    inspect,
+    our_links,
+    ping,
+    wait_for,
 )
 
 

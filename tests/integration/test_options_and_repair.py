@@ -5,7 +5,14 @@ from __future__ import annotations
 import subprocess
 
 from tests.integration.conftest import (
-    DRIVER, container_ip, docker, docker_fails, inspect, our_links, ping, wait_for,
+    DRIVER,
+    container_ip,
+    docker,
+    docker_fails,
+    inspect,
+    our_links,
+    ping,
+    wait_for,
 )
 
 

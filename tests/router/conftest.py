@@ -67,7 +67,7 @@ class Lab:
                 "FREEFLOW_LOG_LEVEL": "DEBUG", "FREEFLOW_GRAFT_WAIT": "0.5"}
 
     def start_router(self) -> None:
-        log = open(self.run_dir.parent / "router.log", "ab")
+        log = open(self.run_dir.parent / "router.log", "ab")  # noqa: SIM115 - the router's stdout
         self.router = subprocess.Popen([sys.executable, "-m", "freeflow.cli", "router"], env=self.env(),
                                        stdout=log, stderr=log)
         deadline = time.monotonic() + 10

@@ -181,7 +181,7 @@ def test_endpoint_on_unknown_network_is_refused(client):
 def test_join_of_unknown_endpoint_is_refused(client):
     status, body = call(client, "NetworkDriver.Join",
                         {"NetworkID": NET, "EndpointID": EP, "SandboxKey": "/x", "Options": {}})
-    assert status == 404
+    assert status == 404 and "does not exist" in body["Err"]
 
 
 @pytest.mark.parametrize("method, body", [

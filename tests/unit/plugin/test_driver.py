@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from freeflow.plugin import protocol as p
-from freeflow.plugin.errors import DriverError
 from freeflow.plugin.driver import Driver, bridge_name, mac_for, veth_names
+from freeflow.plugin.errors import DriverError
 from freeflow.plugin.store import Store
 from tests.unit.plugin.fake_kernel import FakeKernel
 from tests.unit.plugin.test_app import EP, NET, create_endpoint_body, create_network_body
