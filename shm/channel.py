@@ -1,0 +1,308 @@
+"""A bidirectional byte channel between two processes: one ring per direction, one doorbell per side.
+
+A side's descriptors (ChannelFds) travel together over SCM_RIGHTS; the lifeline among them tells death apart
+from silence: when the peer's process dies, its end of the socketpair closes and our waits end with EOF.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from freeflow.shm.doorbell import DEFAULT_SPIN, Doorbell, Waiter, fence
+from freeflow.shm.errors import EndOfChannel, PeerClosed, RingCorrupted, WaitTimeout
+from freeflow.shm.ring import ByteBuffer, Ring
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
+DEFAULT_CAPACITY = 1 << 20
+_PREFIX = 4  # bytes of the little-endian length before each message of send_msg()
+MAX_MESSAGE = (1 << 8 * _PREFIX) - 1
+_SMALL_MESSAGE = 4096  # up to this size, send_msg() copies the prefix and the message into one ring write
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelFds:
+    """The descriptors of one side of a channel, in the order they are passed over SCM_RIGHTS.
+
+    tx: memfd of the ring this side writes; rx: memfd of the ring it reads; bell: the eventfd it sleeps on;
+    peer_bell: the eventfd the peer sleeps on; lifeline: its end of a socketpair whose other end the peer holds.
+    """
+
+    tx: int
+    rx: int
+    bell: int
+    peer_bell: int
+    lifeline: int
+
+    def close(self) -> None:
+        """Close every descriptor (e.g. in the router, once they are handed over)."""
+        for fd in dataclasses.astuple(self):
+            os.close(fd)
+
+
+def channel_fds(capacity: int = DEFAULT_CAPACITY) -> tuple[ChannelFds, ChannelFds]:
+    """Make a channel and return the descriptors of its two sides, each set owning distinct descriptors."""
+    fds: list[int] = []
+    try:
+        for _ in range(2):
+            ring, fd = Ring.create(capacity)
+            fds.append(fd)
+            ring.close()
+        for _ in range(2):
+            fds.append(Doorbell.create().fileno())
+        life_a, life_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds += [life_a.detach(), life_b.detach()]
+        ab, ba, bell_a, bell_b, lifeline_a, lifeline_b = fds
+        for fd in (ba, ab, bell_b, bell_a):
+            fds.append(os.dup(fd))
+        a = ChannelFds(tx=ab, rx=ba, bell=bell_a, peer_bell=bell_b, lifeline=lifeline_a)
+        b = ChannelFds(tx=fds[6], rx=fds[7], bell=fds[8], peer_bell=fds[9], lifeline=lifeline_b)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return a, b
+
+
+def channel_pair(capacity: int = DEFAULT_CAPACITY, spin: float = DEFAULT_SPIN,
+                 timeout: float | None = None) -> tuple[Channel, Channel]:
+    """Both ends of a new channel in this process."""
+    a, b = channel_fds(capacity)
+    return (Channel.from_fds(a, spin=spin, timeout=timeout),
+            Channel.from_fds(b, spin=spin, timeout=timeout))
+
+
+def _byte_buffer(data: ReadableBuffer) -> ByteBuffer:
+    """`data` itself when the ring can copy it as is, else a flat byte view of it."""
+    if type(data) is bytes or type(data) is bytearray:
+        return data
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+class Channel:
+    """One side of a channel, with a socket-like interface; used by one thread at a time.
+
+    `timeout` (seconds, None: until data, space or the peer's end) bounds every call; `spin` is how long a
+    wait spins before sleeping (0: sleep at once). After a timeout inside send_msg() or recv_msg() the
+    message framing is lost: close the channel.
+    """
+
+    def __init__(self, tx: Ring, rx: Ring, bell: Doorbell, peer_bell: Doorbell, lifeline: int,
+                 spin: float = DEFAULT_SPIN, timeout: float | None = None) -> None:
+        self._tx = tx
+        self._rx = rx
+        self._peer_bell = peer_bell
+        self._lifeline = lifeline
+        self._waiter = Waiter(bell, lifeline, spin)
+        self._peer_gone = False
+        self._closed = False
+        self.timeout = timeout
+
+    @classmethod
+    def from_fds(cls, fds: ChannelFds, spin: float = DEFAULT_SPIN, timeout: float | None = None) -> Channel:
+        """Open one side from its descriptors, taking ownership of all of them (closed even on failure)."""
+        tx = rx = None
+        try:
+            tx_stat, rx_stat = os.fstat(fds.tx), os.fstat(fds.rx)
+            if (tx_stat.st_dev, tx_stat.st_ino) == (rx_stat.st_dev, rx_stat.st_ino):
+                raise RingCorrupted("both directions of the channel are the same ring")
+            tx = Ring.attach(fds.tx)
+            rx = Ring.attach(fds.rx)
+            os.set_blocking(fds.bell, False)
+            os.set_blocking(fds.peer_bell, False)
+        except BaseException:
+            for ring in (tx, rx):
+                if ring is not None:
+                    ring.close()
+            fds.close()
+            raise
+        os.close(fds.tx)
+        os.close(fds.rx)
+        return cls(tx, rx, Doorbell(fds.bell), Doorbell(fds.peer_bell), fds.lifeline, spin, timeout)
+
+    @property
+    def spin(self) -> float:
+        return self._waiter.spin
+
+    @spin.setter
+    def spin(self, seconds: float) -> None:
+        self._waiter.spin = seconds
+
+    # Sending.
+
+    def send(self, data: ReadableBuffer) -> int:
+        """Write what fits of `data` once some space is free; return the count."""
+        return self._send(_byte_buffer(data), self._deadline())
+
+    def sendall(self, data: ReadableBuffer) -> None:
+        """Write all of `data`, waiting for space as needed."""
+        self._sendall(_byte_buffer(data), self._deadline())
+
+    def send_msg(self, data: ReadableBuffer) -> None:
+        """Send `data` as one message: its length on 4 bytes, then the bytes."""
+        payload = _byte_buffer(data)
+        size = len(payload)
+        if size > MAX_MESSAGE:
+            raise ValueError(f"a message holds at most {MAX_MESSAGE} bytes, not {size}")
+        deadline = self._deadline()
+        if size <= _SMALL_MESSAGE:
+            self._sendall(size.to_bytes(_PREFIX, "little") + payload, deadline)
+        else:
+            self._sendall(size.to_bytes(_PREFIX, "little"), deadline)
+            self._sendall(payload, deadline)
+
+    def _sendall(self, data: ByteBuffer, deadline: float | None) -> None:
+        sent = self._send(data, deadline)
+        total = len(data)
+        if sent < total:
+            view = memoryview(data)
+            while sent < total:
+                sent += self._send(view[sent:], deadline)
+
+    def _send(self, data: ByteBuffer, deadline: float | None) -> int:
+        tx = self._tx
+        while True:
+            if self._closed:
+                raise ValueError("send on a closed channel")
+            if tx.reader_closed:
+                raise PeerClosed("the peer closed the channel")
+            n = tx.write(data)
+            if n or not len(data):
+                fence()
+                if tx.reader_waiting:
+                    self._peer_bell.ring()
+                return n
+            if self._peer_gone:
+                raise PeerClosed("the peer is gone")
+            try:
+                if not self._waiter.wait(self._can_send, self._announce_send, self._remaining(deadline)):
+                    raise WaitTimeout(f"no space in the channel for {self.timeout} s")
+            except PeerClosed:
+                self._peer_gone = True
+                raise
+
+    def _can_send(self) -> bool:
+        return self._tx.writable() > 0 or self._tx.reader_closed
+
+    def _announce_send(self, sleeping: bool) -> None:
+        self._tx.writer_waiting = sleeping
+
+    def shutdown_write(self) -> None:
+        """Half-close: the peer reads what is left, then end of stream; this side can still receive."""
+        self._tx.shutdown_write()
+        fence()
+        self._peer_bell.ring()
+
+    # Receiving.
+
+    def recv(self, n: int) -> bytes:
+        """Up to `n` bytes once some are there; b"" after the peer closed (or died) and all was read."""
+        return self._recv(n, self._deadline())
+
+    def recv_into(self, buf: WriteableBuffer, nbytes: int = 0) -> int:
+        """Like recv(), into `buf` (its first `nbytes` bytes if given); 0 at end of stream."""
+        view = _byte_buffer(buf)
+        if nbytes:
+            if not 0 < nbytes <= len(view):
+                raise ValueError(f"nbytes {nbytes} does not fit the {len(view)}-byte buffer")
+            view = memoryview(view)[:nbytes]
+        return self._recv_into(view, self._deadline())
+
+    def recv_msg(self) -> bytes:
+        """The next message of send_msg(); raises EndOfChannel when the stream ends instead."""
+        deadline = self._deadline()
+        size = int.from_bytes(self._recv_exactly(_PREFIX, deadline, "before a message"), "little")
+        return self._recv_exactly(size, deadline, f"inside a {size}-byte message")
+
+    def _recv_exactly(self, n: int, deadline: float | None, where: str) -> bytes:
+        pieces = []
+        got = 0
+        while got < n:
+            piece = self._recv(n - got, deadline)
+            if not piece:
+                raise EndOfChannel(f"the peer closed the channel {where} (got {got} of {n} bytes)")
+            pieces.append(piece)
+            got += len(piece)
+        return b"".join(pieces)
+
+    def _recv(self, n: int, deadline: float | None) -> bytes:
+        rx = self._rx
+        while True:
+            if self._closed:
+                raise ValueError("recv on a closed channel")
+            closed = rx.writer_closed  # loaded before head, so no data committed before the close is missed
+            data = rx.read(n)
+            if data:
+                self._wake_writer()
+                return data
+            if closed or self._peer_gone or n == 0:
+                return b""
+            self._wait_readable(deadline)
+
+    def _recv_into(self, buf: ByteBuffer, deadline: float | None) -> int:
+        rx = self._rx
+        while True:
+            if self._closed:
+                raise ValueError("recv on a closed channel")
+            closed = rx.writer_closed
+            n = rx.readinto(buf)
+            if n:
+                self._wake_writer()
+                return n
+            if closed or self._peer_gone or not len(buf):
+                return 0
+            self._wait_readable(deadline)
+
+    def _wake_writer(self) -> None:
+        fence()
+        if self._rx.writer_waiting:
+            self._peer_bell.ring()
+
+    def _wait_readable(self, deadline: float | None) -> None:
+        try:
+            if not self._waiter.wait(self._can_recv, self._announce_recv, self._remaining(deadline)):
+                raise WaitTimeout(f"no data in the channel for {self.timeout} s")
+        except PeerClosed:
+            self._peer_gone = True
+
+    def _can_recv(self) -> bool:
+        return self._rx.readable() > 0 or self._rx.writer_closed
+
+    def _announce_recv(self, sleeping: bool) -> None:
+        self._rx.reader_waiting = sleeping
+
+    # Lifetime.
+
+    def close(self) -> None:
+        """Tell the peer (it reads what is left, then EOF; its sends fail) and release everything."""
+        if self._closed:
+            return
+        self._closed = True
+        self._tx.shutdown_write()
+        self._rx.shutdown_read()
+        fence()
+        self._peer_bell.ring()
+        self._tx.close()
+        self._rx.close()
+        self._waiter.bell.close()
+        self._peer_bell.close()
+        os.close(self._lifeline)
+
+    def __enter__(self) -> Channel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _deadline(self) -> float | None:
+        return None if self.timeout is None else time.monotonic() + self.timeout
+
+    @staticmethod
+    def _remaining(deadline: float | None) -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
