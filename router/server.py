@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 MAX_CONNS_PER_SANDBOX = 1024
 STATE_POLL = 0.2
+# A joined sandbox's namespace file appears when Docker starts the container, often after Join.
+NAMESPACE_POLL = 0.02
 LIBRARY = Path(freeflow.client.__file__).parent / "preload" / "libfreeflow.so"
 # What a Python program in a container needs on PYTHONPATH for `freeflow.client` (standard library only):
 # single modules, then whole packages.
@@ -80,6 +82,8 @@ class Router:
         self.sandboxes: dict[str, socket.socket] = {}
         self.conns: dict[socket.socket, Control] = {}
         self.state_mtime = -1.0
+        self.wanted: set[str] = set()
+        self.unbound_since: dict[str, float] = {}
         self.admin: socket.socket | None = None
         self._lock_file: Any = None
 
@@ -133,29 +137,34 @@ class Router:
             mtime = self.store.path.stat().st_mtime
         except FileNotFoundError:
             mtime = 0.0
-        if mtime == self.state_mtime:
-            return
-        self.state_mtime = mtime
-        try:
-            state = self.store.load()
-        except FreeFlowError as exc:
-            log.error("cannot read the plugin state: %s", exc)
-            return
-        endpoints = [Endpoint(ep.endpoint_id, ep.network_id, ep.address.split("/")[0], ep.sandbox_key)
-                     for ep in state.endpoints.values() if ep.sandbox_key and ep.address]
-        self.broker.set_endpoints(endpoints)
-        wanted = {ep.sandbox for ep in endpoints}
-        for sandbox in set(self.sandboxes) - wanted:
-            self._drop_sandbox(sandbox)
-        for sandbox in wanted - set(self.sandboxes):
+        if mtime != self.state_mtime:
+            self.state_mtime = mtime
+            try:
+                state = self.store.load()
+            except FreeFlowError as exc:
+                log.error("cannot read the plugin state: %s", exc)
+                return
+            endpoints = [Endpoint(ep.endpoint_id, ep.network_id, ep.address.split("/")[0], ep.sandbox_key)
+                         for ep in state.endpoints.values() if ep.sandbox_key and ep.address]
+            self.broker.set_endpoints(endpoints)
+            self.wanted = {ep.sandbox for ep in endpoints}
+            for sandbox in set(self.sandboxes) - self.wanted:
+                self._drop_sandbox(sandbox)
+            for sandbox in set(self.unbound_since) - self.wanted:
+                del self.unbound_since[sandbox]
+        for sandbox in self.wanted - set(self.sandboxes):
             self._bind_sandbox(sandbox)
 
     def _bind_sandbox(self, sandbox: str) -> None:
         try:
             sock = bind_abstract(self.host(sandbox), p.SOCKET_NAME)
         except NamespaceError as exc:
-            log.warning("%s", exc)
+            first = self.unbound_since.setdefault(sandbox, time.monotonic())
+            if time.monotonic() - first > 10:
+                log.warning("%s (for %.0f s)", exc, time.monotonic() - first)
+                self.unbound_since[sandbox] = time.monotonic()
             return
+        self.unbound_since.pop(sandbox, None)
         self.sandboxes[sandbox] = sock
         self.selector.register(sock, selectors.EVENT_READ, ("listener", sandbox))
         log.info("control socket bound in %s", sandbox)
@@ -171,19 +180,19 @@ class Router:
 
     # The loop.
 
-    def run(self, stop_after: float | None = None) -> None:
+    def run(self) -> None:
         self.start()
-        end = None if stop_after is None else time.monotonic() + stop_after
         next_poll = 0.0
-        while end is None or time.monotonic() < end:
+        while True:
+            poll = NAMESPACE_POLL if self.wanted - set(self.sandboxes) else STATE_POLL
             deadline = self.broker.next_deadline()
-            timeout = STATE_POLL if deadline is None else max(0.0, min(STATE_POLL, deadline - time.monotonic()))
+            timeout = poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic()))
             for key, _ in self.selector.select(timeout):
                 self._dispatch(key)
             self._send(self.broker.expire())
             if time.monotonic() >= next_poll:
                 self.follow_state()
-                next_poll = time.monotonic() + STATE_POLL
+                next_poll = time.monotonic() + poll
 
     def _dispatch(self, key: selectors.SelectorKey) -> None:
         data = key.data
