@@ -20,6 +20,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a whole number greater than zero")
+    return value
+
+
 def _scope(text: str) -> str:
     if text not in ("local", "global"):
         raise ValueError("must be 'local' (a single Docker host) or 'global' (a swarm)")
@@ -69,6 +76,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Host folder of the router's admin socket and of the preload library containers mount."),
     Setting("graft_wait", "FREEFLOW_GRAFT_WAIT", _positive_float, "0.5",
             "Seconds the router waits for the server to accept a connection before leaving it on the overlay."),
+    Setting("channel_memory", "FREEFLOW_CHANNEL_MEMORY", _positive_int, "268435456",
+            "Bytes of shared-memory rings each container may hold in live channels."),
     Setting("router", "FREEFLOW_ROUTER", _bool, "1",
             "Run the router beside the plugin (1) or not (0)."),
     Setting("log_level", "FREEFLOW_LOG_LEVEL", _log_level, "INFO",
@@ -88,6 +97,7 @@ class Settings:
     host_root: str = ""
     run_dir: str = "/run/freeflow"
     graft_wait: float = 0.5
+    channel_memory: int = 268435456
     router: bool = True
     log_level: str = "INFO"
 

@@ -56,4 +56,7 @@ def print_status(settings: Settings, as_json: bool = False) -> int:
             print(f"  endpoint {ep['endpoint']}  network {ep['network']}  {ep['ip']}")
         for conn in info["connections"]:
             print(f"  {conn['path']:8} {conn['local']:>21} -> {conn['remote']}")
+        for ch in info.get("channels", []):
+            print(f"  channel  {ch['client']:>21} -> {ch['server']}  rings {ch['ring_size']} B, "
+                  f"{ch['bytes_moved']} B moved")
     return 0

@@ -29,7 +29,10 @@ MAGIC = 0xFF10
 VERSION = 1
 HEADER = struct.Struct("<IHBB")
 MAX_BODY = 64
-MAX_FDS = 1
+CHANNEL_FDS = 5  # tx ring, rx ring, own doorbell, peer's doorbell, lifeline (freeflow.shm.channel.ChannelFds)
+MAX_FDS = CHANNEL_FDS
+MIN_RING = 4096
+MAX_RING = 1 << 30
 # The abstract socket name the router binds in every joined container's network namespace.
 SOCKET_NAME = b"\0freeflow"
 
@@ -42,14 +45,28 @@ class Op:
     INTENT = 1
     GRAFT = 2
     LISTEN = 3
+    CHANNEL_LISTEN = 4
+    CHANNEL_CONNECT = 5
     VERDICT = 0x81
     GRAFTED = 0x82
+    CHANNEL_READY = 0x83
+    CHANNEL_OFFER = 0x84
 
 
 class Verdict:
     OVERLAY = 0
     GO = 1
     REFUSED = 2
+
+
+class Reason:
+    """Why a request was refused or left on the overlay (the VERDICT's `reason`)."""
+
+    NONE = 0
+    NO_PEER = 1          # the address is no endpoint of a network the caller is on (or on another host)
+    NO_LISTENER = 2      # nothing accelerated listens there
+    MEMORY_CAP = 3       # the channel would exceed the container's channel memory cap
+    PEER_GONE = 4        # the other side went away before the pairing finished
 
 
 class Role:
@@ -144,6 +161,40 @@ class Listen(Message):
 
 
 @dataclass(frozen=True)
+class ChannelListen(Message):
+    """Server: accept shared-memory channels on `port`; offers arrive on this connection while it is open."""
+
+    op: ClassVar[int] = Op.CHANNEL_LISTEN
+    layout: ClassVar[struct.Struct] = struct.Struct("<HH")
+    port: int
+    reserved: int
+
+    def validate(self) -> None:
+        _port("port", self.port)
+
+
+def _ring_size(size: int) -> None:
+    if size & (size - 1) or not MIN_RING <= size <= MAX_RING:
+        raise ProtocolError(f"ring_size {size} is not a power of two between {MIN_RING} and {MAX_RING}")
+
+
+@dataclass(frozen=True)
+class ChannelConnect(Message):
+    """Client: a channel to the channel listener at (dst_ip, dst_port), each ring `ring_size` bytes."""
+
+    op: ClassVar[int] = Op.CHANNEL_CONNECT
+    layout: ClassVar[struct.Struct] = struct.Struct("<4sHHI")
+    dst_ip: str
+    dst_port: int
+    reserved: int
+    ring_size: int
+
+    def validate(self) -> None:
+        _port("dst_port", self.dst_port)
+        _ring_size(self.ring_size)
+
+
+@dataclass(frozen=True)
 class VerdictReply(Message):
     """The router's answer: go / overlay / refused, with an errno-style reason code."""
 
@@ -168,8 +219,32 @@ class GraftedReply(Message):
     peer_port: int
 
 
-REQUESTS: dict[int, type[Message]] = {m.op: m for m in (Intent, Graft, Listen)}
-REPLIES: dict[int, type[Message]] = {m.op: m for m in (VerdictReply, GraftedReply)}
+@dataclass(frozen=True)
+class ChannelReady(Message):
+    """To the client: its side of the channel, CHANNEL_FDS descriptors with this message."""
+
+    op: ClassVar[int] = Op.CHANNEL_READY
+    layout: ClassVar[struct.Struct] = struct.Struct("<4sHHI")
+    peer_ip: str
+    peer_port: int
+    channel_id: int
+    ring_size: int
+
+
+@dataclass(frozen=True)
+class ChannelOffer(Message):
+    """To a channel listener: the server's side of a new channel, CHANNEL_FDS descriptors with it."""
+
+    op: ClassVar[int] = Op.CHANNEL_OFFER
+    layout: ClassVar[struct.Struct] = struct.Struct("<4sHHI")
+    peer_ip: str
+    peer_port: int
+    channel_id: int
+    ring_size: int
+
+
+REQUESTS: dict[int, type[Message]] = {m.op: m for m in (Intent, Graft, Listen, ChannelListen, ChannelConnect)}
+REPLIES: dict[int, type[Message]] = {m.op: m for m in (VerdictReply, GraftedReply, ChannelReady, ChannelOffer)}
 
 
 def parse_header(header: bytes, known: dict[int, type[Message]]) -> tuple[type[Message], int]:
@@ -196,14 +271,14 @@ def c_header() -> str:
         f"#define FF_MAGIC 0x{MAGIC:04X}", f"#define FF_VERSION {VERSION}",
         f'#define FF_SOCKET_NAME "{SOCKET_NAME[1:].decode()}"  /* abstract: a leading NUL */', "",
     ]
-    for group in (Op, Verdict, Role):
+    for group in (Op, Verdict, Reason, Role):
         for name, value in vars(group).items():
             if not name.startswith("_"):
                 lines.append(f"#define FF_{group.__name__.upper()}_{name} {value}")
         lines.append("")
     lines += ["struct ff_header {", "    uint32_t length;", "    uint16_t magic;", "    uint8_t version;",
               "    uint8_t op;", "} __attribute__((packed));", ""]
-    for kind in (Intent, Graft, Listen, VerdictReply, GraftedReply):
+    for kind in (*REQUESTS.values(), *REPLIES.values()):
         lines.append(f"struct ff_{kind.__name__.lower()} {{  /* op {kind.op}, {kind.layout.size} bytes */")
         names = iter(f.name for f in fields(kind))
         pad = 0

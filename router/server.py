@@ -30,7 +30,7 @@ from freeflow.router import protocol as p
 from freeflow.router.broker import Broker, Endpoint, Reply
 from freeflow.router.errors import NamespaceError, RouterError
 from freeflow.router.netns import bind_abstract, host_root, in_root
-from freeflow.router.status import connection_status
+from freeflow.router.status import connection_status, unix_inodes
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Router:
         self.prefix = host_root(settings.host_root).rstrip("/")
         self.store = Store(settings.state_dir)
         self.run_dir = Path(self.host(settings.run_dir))
-        self.broker = Broker(graft_wait=settings.graft_wait)
+        self.broker = Broker(graft_wait=settings.graft_wait, channel_memory=settings.channel_memory)
         self.selector = selectors.DefaultSelector()
         self.sandboxes: dict[str, socket.socket] = {}
         self.conns: dict[socket.socket, Control] = {}
@@ -248,6 +248,10 @@ class Router:
             return self.broker.graft(control.sock, control.sandbox, msg)
         if isinstance(msg, p.Listen):
             return self.broker.listen(control.sock, control.sandbox, msg)
+        if isinstance(msg, p.ChannelListen):
+            return self.broker.channel_listen(control.sock, control.sandbox, msg)
+        if isinstance(msg, p.ChannelConnect):
+            return self.broker.channel_connect(control.sock, control.sandbox, msg, unix_inodes())
         raise p.ProtocolError(f"{type(msg).__name__} is not a request")
 
     def _send(self, replies: list[Reply]) -> None:
@@ -256,7 +260,7 @@ class Router:
             try:
                 if control is None:
                     continue
-                fds = [reply.fd.fileno()] if reply.fd is not None else []
+                fds = reply.fds
                 ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
                 control.sock.sendmsg([reply.message.encode()], ancillary)
             except OSError as exc:
@@ -264,8 +268,8 @@ class Router:
                 if control is not None:
                     self._close(control)
             finally:
-                if reply.fd is not None:
-                    reply.fd.close()
+                for fd in reply.fds:
+                    os.close(fd)
 
     def _close(self, control: Control) -> None:
         if self.conns.pop(control.sock, None) is None:

@@ -18,7 +18,8 @@ from freeflow.router.netns import read_proc_net
 TCP_ESTABLISHED = "01"
 
 
-def _unix_inodes() -> set[int]:
+def unix_inodes() -> set[int]:
+    """Inodes of the unix sockets open in this network namespace."""
     with open("/proc/net/unix") as f:
         next(f)
         return {int(line.split()[6]) for line in f if len(line.split()) > 6}
@@ -41,8 +42,9 @@ def established_tcp(proc_net_tcp: str) -> list[tuple[str, str]]:
 
 def connection_status(broker: Broker, sandboxes: dict[str, Any],
                       resolve: Callable[[str], str]) -> dict[str, Any]:
-    live = _unix_inodes()
+    live = unix_inodes()
     broker.grafts[:] = [g for g in broker.grafts if live & set(g.inodes)]
+    broker.prune_channels(live)
     result: dict[str, Any] = {"sandboxes": {}, "overlay_decisions": broker.overlay_decisions}
     for sandbox in sorted(sandboxes):
         endpoints = [ep for ep in broker.endpoints if ep.sandbox == sandbox]
@@ -58,7 +60,11 @@ def connection_status(broker: Broker, sandboxes: dict[str, Any],
                 connections.append({"local": local, "remote": remote, "path": "overlay"})
         except (NamespaceError, OSError):
             pass
+        channels = [{"id": c.channel_id, "client": c.client, "server": c.server, "ring_size": c.ring_size,
+                     "bytes_moved": c.bytes_moved()}
+                    for c in broker.channels if sandbox in (c.client_sandbox, c.server_sandbox)]
         result["sandboxes"][sandbox] = {
+            "channels": channels,
             "endpoints": [{"endpoint": ep.endpoint_id[:12], "network": ep.network_id[:12], "ip": ep.ip}
                           for ep in endpoints],
             "connections": connections,

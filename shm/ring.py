@@ -129,6 +129,11 @@ class Ring:
             raise RingCorrupted(f"not a FreeFlow ring: {problem}")
         return cls(mapping, capacity)
 
+    @property
+    def total_written(self) -> int:
+        """Bytes ever committed to the ring, as the shared header says (for statistics)."""
+        return int(self._counters[HEAD_SLOT])
+
     # Writer side.
 
     def writable(self) -> int:

@@ -10,12 +10,22 @@
 #define FF_OP_INTENT 1
 #define FF_OP_GRAFT 2
 #define FF_OP_LISTEN 3
+#define FF_OP_CHANNEL_LISTEN 4
+#define FF_OP_CHANNEL_CONNECT 5
 #define FF_OP_VERDICT 129
 #define FF_OP_GRAFTED 130
+#define FF_OP_CHANNEL_READY 131
+#define FF_OP_CHANNEL_OFFER 132
 
 #define FF_VERDICT_OVERLAY 0
 #define FF_VERDICT_GO 1
 #define FF_VERDICT_REFUSED 2
+
+#define FF_REASON_NONE 0
+#define FF_REASON_NO_PEER 1
+#define FF_REASON_NO_LISTENER 2
+#define FF_REASON_MEMORY_CAP 3
+#define FF_REASON_PEER_GONE 4
 
 #define FF_ROLE_CLIENT 1
 #define FF_ROLE_SERVER 2
@@ -48,6 +58,18 @@ struct ff_listen {  /* op 3, 4 bytes */
     uint16_t backlog;
 } __attribute__((packed));
 
+struct ff_channellisten {  /* op 4, 4 bytes */
+    uint16_t port;
+    uint16_t reserved;
+} __attribute__((packed));
+
+struct ff_channelconnect {  /* op 5, 12 bytes */
+    uint8_t dst_ip[4];  /* IPv4, network order */
+    uint16_t dst_port;
+    uint16_t reserved;
+    uint32_t ring_size;
+} __attribute__((packed));
+
 struct ff_verdictreply {  /* op 129, 4 bytes */
     uint8_t verdict;
     uint8_t reserved;
@@ -59,6 +81,20 @@ struct ff_graftedreply {  /* op 130, 8 bytes */
     uint16_t peer_port;
     uint8_t pad0;
     uint8_t pad1;
+} __attribute__((packed));
+
+struct ff_channelready {  /* op 131, 12 bytes */
+    uint8_t peer_ip[4];  /* IPv4, network order */
+    uint16_t peer_port;
+    uint16_t channel_id;
+    uint32_t ring_size;
+} __attribute__((packed));
+
+struct ff_channeloffer {  /* op 132, 12 bytes */
+    uint8_t peer_ip[4];  /* IPv4, network order */
+    uint16_t peer_port;
+    uint16_t channel_id;
+    uint32_t ring_size;
 } __attribute__((packed));
 
 #endif
