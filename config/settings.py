@@ -80,6 +80,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Bytes of shared-memory rings each container may hold in live channels."),
     Setting("router", "FREEFLOW_ROUTER", _bool, "1",
             "Run the router beside the plugin (1) or not (0)."),
+    Setting("orchestrator_bind", "FREEFLOW_ORCHESTRATOR_BIND", str, "0.0.0.0:7470",
+            "Address the orchestrator serves its API on."),
+    Setting("orchestrator_db", "FREEFLOW_ORCHESTRATOR_DB", str, "/var/lib/freeflow/orchestrator.db",
+            "SQLite file of the orchestrator's directory."),
+    Setting("orchestrator_token_file", "FREEFLOW_ORCHESTRATOR_TOKEN_FILE", str, "/run/secrets/freeflow_token",
+            "File holding the token every orchestrator write needs (a swarm secret in a stack)."),
+    Setting("lease_ttl", "FREEFLOW_LEASE_TTL", _positive_float, "15",
+            "Seconds a host stays in the directory without a heartbeat."),
     Setting("log_level", "FREEFLOW_LOG_LEVEL", _log_level, "INFO",
             "Log level: DEBUG, INFO, WARNING or ERROR."),
 )
@@ -99,6 +107,10 @@ class Settings:
     graft_wait: float = 0.5
     channel_memory: int = 268435456
     router: bool = True
+    orchestrator_bind: str = "0.0.0.0:7470"
+    orchestrator_db: str = "/var/lib/freeflow/orchestrator.db"
+    orchestrator_token_file: str = "/run/secrets/freeflow_token"
+    lease_ttl: float = 15.0
     log_level: str = "INFO"
 
 

@@ -32,6 +32,15 @@ def _router(args: argparse.Namespace) -> int:
     return 0
 
 
+def _orchestrator(args: argparse.Namespace) -> int:
+    from freeflow.orchestrator.server import serve
+
+    settings = load_settings()
+    _log_setup(settings.log_level)
+    serve(settings)
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from freeflow.router.admin import print_status
 
@@ -64,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("plugin", help="serve the Docker network driver on its unix socket").set_defaults(run=_plugin)
     sub.add_parser("router", help="run the per-host router (the plugin starts one itself)").set_defaults(
         run=_router)
+    sub.add_parser("orchestrator", help="serve the cluster directory (a swarm service)").set_defaults(
+        run=_orchestrator)
     status = sub.add_parser("status", help="containers, endpoints and connections with their paths")
     status.add_argument("--json", action="store_true", help="print the router's raw answer")
     status.set_defaults(run=_status)

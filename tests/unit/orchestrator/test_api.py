@@ -1,0 +1,153 @@
+"""The orchestrator API: authenticated writes, validated input, leases, lookups and watches."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from freeflow.orchestrator.app import create_app
+from freeflow.orchestrator.directory import Directory
+
+TOKEN = "s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+NET = "k3v7m0z9q2w4e6r8t1y5u3i0o"
+
+
+@pytest.fixture
+def directory() -> Directory:
+    return Directory()
+
+
+@pytest.fixture
+def client(directory):
+    return create_app(directory, TOKEN, lease_ttl=15, expire_every=None).test_client()
+
+
+def put(client, path, body, auth=True):
+    response = client.put(path, data=json.dumps(body), headers=AUTH if auth else {})
+    return response.status_code, response.get_json()
+
+
+def endpoint(n: int, host: str = "h1") -> dict:
+    return {"network_id": NET, "ip": f"10.0.{n // 250}.{n % 250 + 2}",
+            "mac": f"02:42:0a:00:{n // 250:02x}:{n % 250:02x}", "host_id": host}
+
+
+def test_unauthenticated_and_wrong_token_writes_are_refused(client, directory):
+    assert put(client, "/v1/hosts/h1", {"address": "10.99.0.1", "rdma": False}, auth=False)[0] == 401
+    response = client.put("/v1/hosts/h1", data=json.dumps({"address": "10.99.0.1", "rdma": False}),
+                          headers={"Authorization": "Bearer wrong"})
+    assert response.status_code == 401 and "token" in response.get_json()["error"]
+    assert directory.hosts() == []
+
+
+def test_register_lookup_and_delete(client):
+    assert put(client, "/v1/hosts/h1", {"address": "10.99.0.1", "rdma": False}) == (200, {})
+    assert put(client, "/v1/endpoints/ep1", endpoint(0))[0] == 200
+    found = client.get(f"/v1/lookup?network={NET}&ip=10.0.0.2").get_json()
+    assert found["endpoint"]["endpoint_id"] == "ep1" and found["host"]["address"] == "10.99.0.1"
+    assert client.delete("/v1/endpoints/ep1", headers=AUTH).get_json() == {"deleted": True}
+    assert client.get(f"/v1/lookup?network={NET}&ip=10.0.0.2").status_code == 404
+
+
+def test_endpoint_of_an_unknown_host_is_refused(client):
+    status, body = put(client, "/v1/endpoints/ep1", endpoint(0))
+    assert status == 404 and "heartbeat" in body["error"]
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"address": "not-an-ip", "rdma": False}, "IPv4"),
+    ({"address": "10.99.0.1"}, "no rdma"),
+    ({"address": "10.99.0.1", "rdma": "yes"}, "true or false"),
+    ({"address": "10.99.0.1", "rdma": False, "extra": 1}, "unknown fields"),
+    ([1, 2], "JSON object"),
+])
+def test_bad_host_bodies_say_what_is_wrong(client, body, words):
+    status, answer = put(client, "/v1/hosts/h1", body)
+    assert status == 400 and words in answer["error"]
+
+
+def test_leases_expire_with_everything_the_host_owned(directory):
+    from freeflow.orchestrator.schema import Endpoint, Host, Listener
+
+    directory.heartbeat(Host("h1", "10.99.0.1", False), ttl=10, now=100)
+    directory.heartbeat(Host("h2", "10.99.0.2", False), ttl=10, now=100)
+    directory.put_endpoint(Endpoint("ep1", NET, "10.0.0.2", "02:42:0a:00:00:02", "h1"))
+    directory.put_endpoint(Endpoint("ep2", NET, "10.0.0.3", "02:42:0a:00:00:03", "h2"))
+    directory.put_listener(Listener(NET, "10.0.0.2", 80, "graft", "h1"))
+    directory.heartbeat(Host("h2", "10.99.0.2", False), ttl=10, now=105)
+    assert directory.expire(now=111) == ["h1"]
+    assert [e.endpoint_id for e in directory.endpoints()] == ["ep2"]
+    assert directory.listener(NET, "10.0.0.2", 80, "graft") is None
+    _, changes, _ = directory.changes_since(0)
+    assert {"kind": "endpoint", "key": "ep1", "op": "delete"}.items() <= changes[-3].items()
+
+
+def test_a_watcher_wakes_up_on_a_change(client, directory):
+    put(client, "/v1/hosts/h1", {"address": "10.99.0.1", "rdma": False})
+    revision = client.get("/v1/watch?since=0").get_json()["revision"]
+    answers = []
+    watcher = threading.Thread(target=lambda: answers.append(client.get(f"/v1/watch?since={revision}&wait=10")))
+    watcher.start()
+    time.sleep(0.2)
+    put(client, "/v1/endpoints/ep1", endpoint(0))
+    watcher.join(5)
+    changes = answers[0].get_json()["changes"]
+    assert [c["key"] for c in changes] == ["ep1"] and changes[0]["value"]["ip"] == "10.0.0.2"
+
+
+def test_a_revision_from_another_life_asks_for_a_reset(client):
+    body = client.get("/v1/watch?since=999").get_json()
+    assert body["reset"] is True and body["revision"] == 0
+
+
+def test_full_report_replaces_a_hosts_endpoints(client, directory):
+    put(client, "/v1/hosts/h1", {"address": "10.99.0.1", "rdma": False})
+    put(client, "/v1/endpoints/old", endpoint(5))
+    status, _ = put(client, "/v1/hosts/h1/endpoints", {"endpoints": [{"endpoint_id": "new", **endpoint(6)}]})
+    assert status == 200
+    assert [e.endpoint_id for e in directory.endpoints()] == ["new"]
+    status, body = put(client, "/v1/hosts/h1/endpoints", {"endpoints": [{"endpoint_id": "x", **endpoint(7, "h2")}]})
+    assert status == 400 and "host_id" in body["error"]
+
+
+def test_state_survives_an_orchestrator_restart(tmp_path):
+    from freeflow.orchestrator.schema import Endpoint, Host
+
+    path = str(tmp_path / "directory.db")
+    first = Directory(path)
+    first.heartbeat(Host("h1", "10.99.0.1", False), ttl=60)
+    first.put_endpoint(Endpoint("ep1", NET, "10.0.0.2", "02:42:0a:00:00:02", "h1"))
+    second = Directory(path)
+    assert second.lookup(NET, "10.0.0.2") is not None and second.revision() == first.revision()
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                        max_size=4), max_leaves=10)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(path=st.sampled_from(["/v1/hosts/h1", "/v1/endpoints/ep1", "/v1/listeners", "/v1/hosts/h1/endpoints"]),
+       body=json_values | st.fixed_dictionaries({"address": json_values, "rdma": json_values}))
+def test_fuzzed_writes_never_fail_inside(path, body):
+    app = create_app(Directory(), TOKEN, expire_every=None).test_client()
+    app.put("/v1/hosts/h1", data=json.dumps({"address": "10.99.0.1", "rdma": False}), headers=AUTH)
+    response = app.put(path, data=json.dumps(body), headers=AUTH)
+    assert response.status_code in (200, 400, 404), response.get_json()
+    assert app.get("/v1/health").status_code == 200
+
+
+@settings(max_examples=100, deadline=None)
+@given(query=st.dictionaries(st.sampled_from(["since", "wait", "network", "ip", "port", "kind"]),
+                             st.text(max_size=12), max_size=6))
+def test_fuzzed_queries_never_fail_inside(query):
+    app = create_app(Directory(), TOKEN, expire_every=None).test_client()
+    for path in ("/v1/watch", "/v1/lookup", "/v1/listeners", "/v1/endpoints"):
+        response = app.get(path, query_string=query)
+        assert response.status_code in (200, 400, 404), (path, query, response.get_json())
