@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError as PyNetlinkError
 
 from freeflow.plugin.errors import NetlinkError
@@ -19,10 +19,14 @@ from freeflow.plugin.errors import NetlinkError
 log = logging.getLogger(__name__)
 
 
+VXLAN_PORT = 4789
+VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
+
+
 @contextmanager
-def _ipr(action: str) -> Iterator[IPRoute]:
-    """An IPRoute socket whose kernel errors become NetlinkError naming the action."""
-    ipr = IPRoute()
+def _ipr(action: str, netns: str | None = None) -> Iterator[IPRoute]:
+    """A netlink socket (in the named namespace, else ours) whose errors become NetlinkError."""
+    ipr = NetNS(netns) if netns else IPRoute()
     try:
         yield ipr
     except PyNetlinkError as exc:
@@ -48,9 +52,9 @@ def links_with_prefix(prefix: str) -> list[str]:
         return sorted(n for n in names if n and n.startswith(prefix))
 
 
-def ensure_bridge(name: str, mtu: int) -> None:
+def ensure_bridge(name: str, mtu: int, netns: str | None = None) -> None:
     """A Linux bridge `name`, up, with `mtu`; created when missing."""
-    with _ipr(f"create bridge {name}") as ipr:
+    with _ipr(f"create bridge {name}", netns) as ipr:
         index = _index(ipr, name)
         if index is None:
             log.info("creating bridge %s (mtu %d)", name, mtu)
@@ -59,13 +63,13 @@ def ensure_bridge(name: str, mtu: int) -> None:
         ipr.link("set", index=index, mtu=mtu, state="up")
 
 
-def ensure_veth(host_name: str, peer_name: str, bridge: str, mtu: int, mac: str) -> None:
+def ensure_veth(host_name: str, peer_name: str, bridge: str, mtu: int, mac: str, netns: str | None = None) -> None:
     """A veth pair: `host_name` up on `bridge`, `peer_name` (for the container) with `mac`.
 
     When the pair exists only the host side is repaired: the peer may already sit in a container's
     namespace, where it is Docker's to manage.
     """
-    with _ipr(f"create veth {host_name}") as ipr:
+    with _ipr(f"create veth {host_name}", netns) as ipr:
         bridge_index = _index(ipr, bridge)
         if bridge_index is None:
             raise NetlinkError(f"bridge {bridge} is missing")
@@ -115,3 +119,62 @@ def link_master(name: str) -> str | None:
         if not master:
             return None
         return str(ipr.get_links(master)[0].get_attr("IFLA_IFNAME"))
+
+
+def ensure_vxlan(name: str, vni: int, local: str, bridge: str, mtu: int, netns: str | None = None) -> None:
+    """A VXLAN device on `bridge` that neither floods nor learns: remote MACs come from static FDB entries,
+    and it answers ARP itself from its neighbour table (proxy)."""
+    with _ipr(f"create vxlan {name}", netns) as ipr:
+        bridge_index = _index(ipr, bridge)
+        if bridge_index is None:
+            raise NetlinkError(f"bridge {bridge} is missing")
+        index = _index(ipr, name)
+        if index is None:
+            log.info("creating vxlan %s (vni %d, local %s) on %s", name, vni, local, bridge)
+            ipr.link("add", ifname=name, kind="vxlan", vxlan_id=vni, vxlan_port=VXLAN_PORT, vxlan_local=local,
+                     vxlan_learning=0, vxlan_proxy=1)
+            index = _index(ipr, name)
+        ipr.link("set", index=index, master=bridge_index, mtu=mtu, state="up")
+
+
+def remote_entries(vxlan: str, netns: str | None = None) -> set[tuple[str, str, str]]:
+    """(ip, mac, host address) of every remote endpoint programmed on `vxlan`."""
+    with _ipr(f"list entries of {vxlan}", netns) as ipr:
+        index = _index(ipr, vxlan)
+        if index is None:
+            return set()
+        hosts = {}
+        for entry in ipr.fdb("dump", ifindex=index):
+            dst = entry.get_attr("NDA_DST")
+            if dst:
+                hosts[entry.get_attr("NDA_LLADDR")] = dst
+        found = set()
+        for entry in ipr.neigh("dump", ifindex=index):
+            ip, mac = entry.get_attr("NDA_DST"), entry.get_attr("NDA_LLADDR")
+            if ip and mac in hosts:
+                found.add((ip, mac, hosts[mac]))
+        return found
+
+
+def add_remote(vxlan: str, ip: str, mac: str, host: str, netns: str | None = None) -> None:
+    """Frames for `mac` go to `host`; ARP for `ip` is answered with `mac` on this host."""
+    with _ipr(f"program {ip} on {vxlan}", netns) as ipr:
+        index = _index(ipr, vxlan)
+        if index is None:
+            raise NetlinkError(f"vxlan {vxlan} is missing")
+        ipr.fdb("replace", ifindex=index, lladdr=mac, dst=host, state=0x80, flags=0x02)  # permanent, self
+        ipr.neigh("replace", ifindex=index, dst=ip, lladdr=mac, state=0x80)
+
+
+def remove_remote(vxlan: str, ip: str, mac: str, host: str, netns: str | None = None) -> None:
+    with _ipr(f"forget {ip} on {vxlan}", netns) as ipr:
+        index = _index(ipr, vxlan)
+        if index is None:
+            return
+        entries = ((ipr.fdb, {"lladdr": mac, "dst": host, "flags": 0x02}), (ipr.neigh, {"dst": ip, "lladdr": mac}))
+        for call, kwargs in entries:
+            try:
+                call("del", ifindex=index, **kwargs)
+            except PyNetlinkError as exc:
+                if exc.code not in (errno.ENOENT, errno.ENODEV):
+                    raise
