@@ -80,6 +80,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Bytes of shared-memory rings each container may hold in live channels."),
     Setting("router", "FREEFLOW_ROUTER", _bool, "1",
             "Run the router beside the plugin (1) or not (0)."),
+    Setting("host_address", "FREEFLOW_HOST_ADDRESS", str, "",
+            "This host's underlay address for VXLAN; empty: the swarm address Docker reports."),
+    Setting("orchestrator_url", "FREEFLOW_ORCHESTRATOR_URL", str, "",
+            "Where routers and plugins reach the orchestrator (global scope), e.g. http://10.99.0.1:7470."),
     Setting("orchestrator_bind", "FREEFLOW_ORCHESTRATOR_BIND", str, "0.0.0.0:7470",
             "Address the orchestrator serves its API on."),
     Setting("orchestrator_db", "FREEFLOW_ORCHESTRATOR_DB", str, "/var/lib/freeflow/orchestrator.db",
@@ -107,6 +111,8 @@ class Settings:
     graft_wait: float = 0.5
     channel_memory: int = 268435456
     router: bool = True
+    host_address: str = ""
+    orchestrator_url: str = ""
     orchestrator_bind: str = "0.0.0.0:7470"
     orchestrator_db: str = "/var/lib/freeflow/orchestrator.db"
     orchestrator_token_file: str = "/run/secrets/freeflow_token"

@@ -48,6 +48,7 @@ def _handlers(driver: Driver) -> dict[str, Callable[[Any], dict[str, Any]]]:
     def discovery(body: Any) -> dict[str, Any]:
         req = p.DiscoveryRequest.parse(body)
         log.info("discovery type %d: %s", req.discovery_type, req.data)
+        driver.discover(req)
         return {}
 
     return {

@@ -6,6 +6,7 @@ something succeeds for IDs it does not know, because dockerd replays stale ones 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import os
@@ -22,8 +23,10 @@ log = logging.getLogger(__name__)
 BRIDGE_PREFIX = "ff-"
 HOST_VETH_PREFIX = "ffh"
 CONTAINER_VETH_PREFIX = "ffc"
-OWNED_PREFIXES = (BRIDGE_PREFIX, HOST_VETH_PREFIX, CONTAINER_VETH_PREFIX)
+VXLAN_PREFIX = "ffx"
+OWNED_PREFIXES = (BRIDGE_PREFIX, HOST_VETH_PREFIX, CONTAINER_VETH_PREFIX, VXLAN_PREFIX)
 DEFAULT_MTU = 1500
+VXLAN_OVERHEAD = 50  # outer Ethernet, IPv4, UDP and VXLAN headers
 MTU_OPTION = "com.docker.network.driver.mtu"
 
 
@@ -45,6 +48,15 @@ NETWORK_OPTIONS: dict[str, Callable[[Any], Any]] = {
 
 def bridge_name(network_id: str) -> str:
     return BRIDGE_PREFIX + network_id[:12]
+
+
+def vxlan_name(network_id: str) -> str:
+    return VXLAN_PREFIX + network_id[:12]
+
+
+def vni_for(network_id: str) -> int:
+    """A 24-bit VXLAN network identifier derived from the network ID, the same on every host."""
+    return int.from_bytes(hashlib.sha256(network_id.encode()).digest()[:3], "big") or 1
 
 
 def veth_names(endpoint_id: str) -> tuple[str, str]:
@@ -87,15 +99,20 @@ class Kernel(Protocol):
     def allow_bridge(self, bridge: str) -> None: ...
     def forget_bridge(self, bridge: str) -> None: ...
     def bridges_allowed(self, prefix: str) -> list[str]: ...
+    def ensure_vxlan(self, name: str, vni: int, local: str, bridge: str, mtu: int) -> None: ...
+    def remote_entries(self, vxlan: str) -> set[tuple[str, str, str]]: ...
+    def add_remote(self, vxlan: str, ip: str, mac: str, host: str) -> None: ...
+    def remove_remote(self, vxlan: str, ip: str, mac: str, host: str) -> None: ...
 
 
 class Driver:
     """Carries out Docker's NetworkDriver calls against a `Kernel`, persisting every change in a `Store`."""
 
-    def __init__(self, store: Store, kernel: Kernel, scope: str = "local") -> None:
+    def __init__(self, store: Store, kernel: Kernel, scope: str = "local", host_address: str = "") -> None:
         self.store = store
         self.kernel = kernel
         self.scope = scope
+        self.host_address = host_address
         self.lock = threading.RLock()
         self.state: State = store.load()
 
@@ -109,9 +126,16 @@ class Driver:
 
     def create_network(self, req: p.CreateNetworkRequest) -> None:
         options = validate_options(req.generic_options)
-        mtu = int(options.get(MTU_OPTION, DEFAULT_MTU))
+        swarm_wide = self.scope == "global"
+        if swarm_wide and not self.host_address:
+            raise DriverError("this host's address for VXLAN is unknown: join the swarm first, or set "
+                              "FREEFLOW_HOST_ADDRESS")
+        mtu = int(options.get(MTU_OPTION, DEFAULT_MTU - (VXLAN_OVERHEAD if swarm_wide else 0)))
         network = Network(network_id=req.network_id, bridge=bridge_name(req.network_id), mtu=mtu,
-                          ipv4_pools=[d.pool for d in req.ipv4], options=options)
+                          ipv4_pools=[d.pool for d in req.ipv4], options=options,
+                          vxlan=vxlan_name(req.network_id) if swarm_wide else "",
+                          vni=vni_for(req.network_id) if swarm_wide else 0,
+                          local_address=self.host_address if swarm_wide else "")
         with self.lock:
             known = self.state.networks.get(req.network_id)
             if known is not None:
@@ -123,10 +147,11 @@ class Driver:
                     raise Conflict(f"network {req.network_id[:12]} would share bridge {network.bridge} "
                                    f"with network {other.network_id[:12]}")
             try:
-                self.kernel.ensure_bridge(network.bridge, mtu)
-                self.kernel.allow_bridge(network.bridge)
+                self._ensure_network(network)
             except DriverError:
                 self.kernel.delete_link(network.bridge)
+                if network.vxlan:
+                    self.kernel.delete_link(network.vxlan)
                 self.kernel.forget_bridge(network.bridge)
                 raise
             self.state.networks[network.network_id] = network
@@ -142,11 +167,43 @@ class Driver:
             for endpoint in self.state.endpoints_of(req.network_id):
                 self.kernel.delete_link(endpoint.host_veth)
                 del self.state.endpoints[endpoint.endpoint_id]
+            if network.vxlan:
+                self.kernel.delete_link(network.vxlan)
             self.kernel.delete_link(network.bridge)
             self.kernel.forget_bridge(network.bridge)
             del self.state.networks[req.network_id]
             self._save()
         log.info("deleted network %s", req.network_id[:12])
+
+    def _ensure_network(self, network: Network) -> None:
+        self.kernel.ensure_bridge(network.bridge, network.mtu)
+        self.kernel.allow_bridge(network.bridge)
+        if network.vxlan:
+            self.kernel.ensure_vxlan(network.vxlan, network.vni, network.local_address, network.bridge,
+                                     network.mtu)
+
+    def discover(self, req: p.DiscoveryRequest) -> None:
+        """Swarm tells each node its own address (`Self`); VXLAN tunnels start from it."""
+        data = req.data
+        if req.discovery_type == 1 and data.get("Self") and isinstance(data.get("Address"), str):
+            if self.host_address != data["Address"]:
+                log.info("this host's address is %s", data["Address"])
+            self.host_address = data["Address"]
+
+    def set_remote_endpoints(self, remote: list[tuple[str, str, str, str]]) -> None:
+        """Program exactly these (network, ip, mac, host address) remote endpoints on the local networks."""
+        with self.lock:
+            for network in self.state.networks.values():
+                if not network.vxlan:
+                    continue
+                wanted = {(ip, mac, host) for net, ip, mac, host in remote if net == network.network_id}
+                present = self.kernel.remote_entries(network.vxlan)
+                for ip, mac, host in present - wanted:
+                    self.kernel.remove_remote(network.vxlan, ip, mac, host)
+                for ip, mac, host in wanted - present:
+                    self.kernel.add_remote(network.vxlan, ip, mac, host)
+                if wanted != present:
+                    log.info("network %s: %d remote endpoints", network.network_id[:12], len(wanted))
 
     def allocate_network(self, req: p.AllocateNetworkRequest) -> dict[str, Any]:
         # Swarm managers: validate now, so a bad option fails at `docker network create`, and echo the
@@ -241,11 +298,11 @@ class Driver:
         with self.lock:
             bridges = {n.bridge for n in self.state.networks.values()}
             veths = {name for ep in self.state.endpoints.values() for name in (ep.host_veth, ep.container_veth)}
+            bridges |= {n.vxlan for n in self.state.networks.values() if n.vxlan}
             for network in self.state.networks.values():
                 if not self.kernel.link_exists(network.bridge):
                     repairs.append(f"recreated bridge {network.bridge}")
-                self.kernel.ensure_bridge(network.bridge, network.mtu)
-                self.kernel.allow_bridge(network.bridge)
+                self._ensure_network(network)
             for endpoint in self.state.endpoints.values():
                 network = self.state.networks.get(endpoint.network_id)
                 if network is None:

@@ -14,3 +14,7 @@ class HostKernel:
     allow_bridge = staticmethod(firewall.allow_bridge)
     forget_bridge = staticmethod(firewall.forget_bridge)
     bridges_allowed = staticmethod(firewall.bridges_allowed)
+    ensure_vxlan = staticmethod(netlink.ensure_vxlan)
+    remote_entries = staticmethod(netlink.remote_entries)
+    add_remote = staticmethod(netlink.add_remote)
+    remove_remote = staticmethod(netlink.remove_remote)

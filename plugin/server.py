@@ -13,7 +13,10 @@ from gunicorn.app.base import BaseApplication
 from freeflow.config.gunicorn import gunicorn_options
 from freeflow.config.settings import Settings
 from freeflow.errors import SettingsError
+from freeflow.orchestrator.client import OrchestratorClient
+from freeflow.orchestrator.server import read_token
 from freeflow.plugin.app import create_app
+from freeflow.plugin.cluster import ClusterSync
 from freeflow.plugin.driver import Driver
 from freeflow.plugin.kernel import HostKernel
 from freeflow.plugin.store import Store
@@ -34,12 +37,16 @@ def _reconcile_forever(driver: Driver, interval: float, stop: threading.Event) -
 
 
 def build_app(settings: Settings, stop: threading.Event | None = None) -> Flask:
-    driver = Driver(Store(settings.state_dir), HostKernel(), scope=settings.scope)
+    driver = Driver(Store(settings.state_dir), HostKernel(), scope=settings.scope,
+                    host_address=settings.host_address)
     log.info("freeflow plugin: scope %s, %d networks and %d endpoints in %s", settings.scope,
              len(driver.state.networks), len(driver.state.endpoints), settings.state_dir)
     thread = threading.Thread(target=_reconcile_forever, name="reconcile", daemon=True,
                               args=(driver, settings.reconcile_interval, stop or threading.Event()))
     thread.start()
+    if settings.scope == "global" and settings.orchestrator_url:
+        client = OrchestratorClient(settings.orchestrator_url, read_token(settings))
+        ClusterSync(driver, client, "", settings.lease_ttl / 3).start()
     return create_app(driver)
 
 

@@ -27,6 +27,9 @@ class Network:
     mtu: int
     ipv4_pools: list[str] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)
+    vxlan: str = ""  # swarm-wide networks only
+    vni: int = 0
+    local_address: str = ""
 
 
 @dataclass

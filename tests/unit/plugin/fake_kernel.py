@@ -9,6 +9,7 @@ class FakeKernel:
     def __init__(self) -> None:
         self.links: dict[str, dict[str, object]] = {}
         self.rules: set[str] = set()
+        self.remotes: dict[str, set[tuple[str, str, str]]] = {}
         self.fail_on: str | None = None
 
     def ensure_bridge(self, name: str, mtu: int) -> None:
@@ -45,3 +46,17 @@ class FakeKernel:
 
     def bridges_allowed(self, prefix: str) -> list[str]:
         return sorted(b for b in self.rules if b.startswith(prefix))
+
+    def ensure_vxlan(self, name: str, vni: int, local: str, bridge: str, mtu: int) -> None:
+        if bridge not in self.links:
+            raise NetlinkError(f"bridge {bridge} is missing")
+        self.links[name] = {"kind": "vxlan", "vni": vni, "local": local, "master": bridge, "mtu": mtu}
+
+    def remote_entries(self, vxlan: str) -> set[tuple[str, str, str]]:
+        return set(self.remotes.get(vxlan, set()))
+
+    def add_remote(self, vxlan: str, ip: str, mac: str, host: str) -> None:
+        self.remotes.setdefault(vxlan, set()).add((ip, mac, host))
+
+    def remove_remote(self, vxlan: str, ip: str, mac: str, host: str) -> None:
+        self.remotes.get(vxlan, set()).discard((ip, mac, host))

@@ -77,3 +77,26 @@ def test_damaged_state_file_is_a_clear_error(tmp_path):
     (tmp_path / "state.json").write_text('{"version": 1, "networks": {"x": {"bogus": 1}}, "endpoints": {}}')
     with pytest.raises(DriverError, match="damaged"):
         make(tmp_path)
+
+
+def test_swarm_wide_network_gets_a_vxlan_and_programs_remote_endpoints(tmp_path):
+    from freeflow.plugin.driver import vni_for, vxlan_name
+
+    kernel = FakeKernel()
+    driver = Driver(Store(tmp_path), kernel, scope="global")
+    with pytest.raises(DriverError, match="address"):
+        driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    driver.discover(p.DiscoveryRequest(1, {"Address": "10.99.0.2", "Self": True}))
+    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    vx = kernel.links[vxlan_name(NET)]
+    assert vx["vni"] == vni_for(NET) and vx["local"] == "10.99.0.2" and vx["mtu"] == 1450
+    assert 0 < vni_for(NET) < 1 << 24
+
+    remote = [(NET, "10.55.0.7", "02:42:0a:37:00:07", "10.99.0.3"), ("othernet" * 8, "10.9.0.2", "02:aa", "x")]
+    driver.set_remote_endpoints(remote)
+    assert kernel.remotes[vxlan_name(NET)] == {("10.55.0.7", "02:42:0a:37:00:07", "10.99.0.3")}
+    driver.set_remote_endpoints([])
+    assert kernel.remotes[vxlan_name(NET)] == set()
+    assert vxlan_name(NET) not in driver.reconcile() and vxlan_name(NET) in kernel.links
+    driver.delete_network(p.NetworkRequest(NET))
+    assert kernel.links == {}

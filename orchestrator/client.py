@@ -1,0 +1,67 @@
+"""A small client of the orchestrator API (standard library only), used by plugins and routers."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import asdict
+from typing import Any
+
+from freeflow.orchestrator.errors import OrchestratorError
+from freeflow.orchestrator.schema import Endpoint, Host, Listener, parse
+
+
+class OrchestratorUnavailable(OrchestratorError):
+    """The orchestrator cannot be reached or answered with an error."""
+
+
+class OrchestratorClient:
+    def __init__(self, url: str, token: str, timeout: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Authorization": f"Bearer {self.token}",
+                                                  "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.loads(exc.read()).get("error", "")
+            except ValueError:
+                detail = ""
+            raise OrchestratorUnavailable(f"{method} {path}: {exc.code} {detail}") from None
+        except (OSError, ValueError) as exc:
+            raise OrchestratorUnavailable(f"{method} {path}: {exc}") from None
+
+    def heartbeat(self, host: Host) -> None:
+        self._call("PUT", f"/v1/hosts/{host.host_id}", {"address": host.address, "rdma": host.rdma})
+
+    def report(self, host_id: str, endpoints: list[Endpoint]) -> None:
+        self._call("PUT", f"/v1/hosts/{host_id}/endpoints", {"endpoints": [asdict(e) for e in endpoints]})
+
+    def put_endpoint(self, endpoint: Endpoint) -> None:
+        body = asdict(endpoint)
+        del body["endpoint_id"]
+        self._call("PUT", f"/v1/endpoints/{endpoint.endpoint_id}", body)
+
+    def delete_endpoint(self, endpoint_id: str) -> None:
+        self._call("DELETE", f"/v1/endpoints/{endpoint_id}")
+
+    def put_listener(self, listener: Listener) -> None:
+        self._call("PUT", "/v1/listeners", asdict(listener))
+
+    def endpoints(self, network_id: str | None = None) -> list[Endpoint]:
+        query = f"?network={network_id}" if network_id else ""
+        return [parse(Endpoint, e) for e in self._call("GET", f"/v1/endpoints{query}")["endpoints"]]
+
+    def hosts(self) -> list[Host]:
+        return [parse(Host, h) for h in self._call("GET", "/v1/hosts")["hosts"]]
+
+    def watch(self, since: int, wait: int = 25) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/watch?since={since}&wait={wait}", timeout=wait + 10))
