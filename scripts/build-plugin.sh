@@ -12,6 +12,8 @@ if docker plugin inspect "$name" >/dev/null 2>&1 && [ "$(cat "$out/.hash" 2>/dev
 else
     echo "building plugin $name ($hash)"
     DOCKER_BUILDKIT=0 docker build -q --network host -t freeflow-plugin-rootfs . >/dev/null
+    # The orchestrator runs from the same image (config/stack.yml).
+    docker tag freeflow-plugin-rootfs freeflow-orchestrator:latest
     rm -rf "$out" && mkdir -p "$out/rootfs"
     id=$(docker create freeflow-plugin-rootfs)
     docker export "$id" | tar -x -C "$out/rootfs"
