@@ -90,6 +90,8 @@ SETTINGS: tuple[Setting, ...] = (
             "SQLite file of the orchestrator's directory."),
     Setting("orchestrator_token_file", "FREEFLOW_ORCHESTRATOR_TOKEN_FILE", str, "/run/secrets/freeflow_token",
             "File holding the token every orchestrator write needs (a swarm secret in a stack)."),
+    Setting("orchestrator_threads", "FREEFLOW_ORCHESTRATOR_THREADS", _positive_int, "256",
+            "Requests the orchestrator serves at once; every host holds one long-polling watch."),
     Setting("lease_ttl", "FREEFLOW_LEASE_TTL", _positive_float, "15",
             "Seconds a host stays in the directory without a heartbeat."),
     Setting("log_level", "FREEFLOW_LOG_LEVEL", _log_level, "INFO",
@@ -116,6 +118,7 @@ class Settings:
     orchestrator_bind: str = "0.0.0.0:7470"
     orchestrator_db: str = "/var/lib/freeflow/orchestrator.db"
     orchestrator_token_file: str = "/run/secrets/freeflow_token"
+    orchestrator_threads: int = 256
     lease_ttl: float = 15.0
     log_level: str = "INFO"
 

@@ -63,5 +63,9 @@ class OrchestratorClient:
     def hosts(self) -> list[Host]:
         return [parse(Host, h) for h in self._call("GET", "/v1/hosts")["hosts"]]
 
+    def revision(self) -> int:
+        """The directory's latest revision: watch from here after a full listing."""
+        return int(self._call("GET", "/v1/health")["revision"])
+
     def watch(self, since: int, wait: int = 25) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/watch?since={since}&wait={wait}", timeout=wait + 10))

@@ -36,7 +36,8 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         # One worker: the directory's watch wake-ups live in its memory; threads serve the long polls.
         for key, value in {"bind": self.settings.orchestrator_bind, "workers": 1, "worker_class": "gthread",
-                           "threads": 64, "timeout": 60, "loglevel": self.settings.log_level.lower()}.items():
+                           "threads": self.settings.orchestrator_threads, "timeout": 60,
+                           "loglevel": self.settings.log_level.lower()}.items():
             self.cfg.set(key, value)
 
     def load(self) -> Any:

@@ -73,7 +73,7 @@ class ClusterSync:
         while not self.stop.is_set():
             try:
                 if not synced:
-                    self.revision = self.client.watch(0, wait=0)["revision"]
+                    self.revision = self.client.revision()
                     self.resync()
                     synced = True
                 answer = self.client.watch(self.revision, self.watch_wait)
