@@ -68,9 +68,9 @@ def run_orchestrator_load(hosts: int = 100, per_host: int = 100, lookups: int = 
             latencies = []
             for _ in range(lookups):
                 h, e = random.randrange(hosts), random.randrange(per_host)
-                t = time.perf_counter()
+                asked = time.perf_counter()
                 client._call("GET", f"/v1/lookup?network={NETWORK}&ip=10.{h // 250}.{h % 250}.{e + 2}")
-                latencies.append((time.perf_counter() - t) * 1000)
+                latencies.append((time.perf_counter() - asked) * 1000)
 
             revision = client.revision()
             seen: list[float] = []
@@ -85,14 +85,14 @@ def run_orchestrator_load(hosts: int = 100, per_host: int = 100, lookups: int = 
                         seen.append(time.monotonic())
 
             threads = [threading.Thread(target=watcher) for _ in range(hosts)]
-            for t in threads:
-                t.start()
+            for thread in threads:
+                thread.start()
             ready.wait()
             time.sleep(0.5)  # every watcher is parked in its long poll
             changed = time.monotonic()
             client.put_endpoint(Endpoint("ep-new", NETWORK, "10.200.0.2", "02:42:c8:00:00:02", "h0"))
-            for t in threads:
-                t.join(30)
+            for thread in threads:
+                thread.join(30)
             delays = [(s - changed) * 1000 for s in seen]
         finally:
             server.terminate()

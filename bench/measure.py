@@ -1,0 +1,124 @@
+"""Runs iperf3 and sockperf between the two containers of a path and reads their output.
+
+Throughput: one iperf3 TCP stream, the receiver's rate from its JSON report. Latency: sockperf ping-pong over TCP
+with 64-byte messages; sockperf reports half the round trip, so its figures are doubled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+
+from freeflow.bench import engine
+from freeflow.bench.errors import BenchError, ToolOutputError
+from freeflow.bench.paths import Pair
+from freeflow.bench.results import Rtt, Sample
+
+MESSAGE_BYTES = 64
+PINNED_CPUS = "0"
+CONNECT_TIMEOUT_MS = 5000
+# sockperf spends about 2 s warming up before its timed run, and a stalled tool must not hang the bench.
+TOOL_GRACE_S = 30.0
+SERVER_START_S = 15.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long each tool runs."""
+
+    iperf3_seconds: int
+    iperf3_omit_seconds: int  # the first seconds, left out of the result (TCP ramp-up)
+    sockperf_seconds: int  # sockperf itself leaves out the first 0.4 s
+
+
+FULL = Plan(iperf3_seconds=4, iperf3_omit_seconds=1, sockperf_seconds=3)
+SHORT = Plan(iperf3_seconds=1, iperf3_omit_seconds=0, sockperf_seconds=1)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_AVG = re.compile(r"avg-lat(?:ency)?=\s*([0-9.]+)")
+_P99 = re.compile(r"percentile 99\.000 =\s*([0-9.]+)")
+
+
+def parse_iperf3(report: str) -> float:
+    """Gbit/s received, from the JSON that `iperf3 -c … -J` prints."""
+    try:
+        data = json.loads(report)
+    except json.JSONDecodeError:
+        raise ToolOutputError(f"iperf3 printed no JSON report: {report.strip()[:200]!r}") from None
+    if data.get("error"):
+        raise ToolOutputError(f"iperf3: {data['error']}")
+    try:
+        return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
+    except (KeyError, TypeError):
+        raise ToolOutputError("iperf3's report has no end.sum_received.bits_per_second") from None
+
+
+def parse_sockperf(output: str) -> Rtt:
+    """The round trip (average and 99th percentile, µs) from `sockperf ping-pong` output."""
+    text = _ANSI.sub("", output)
+    avg, p99 = _AVG.search(text), _P99.search(text)
+    if avg is None or p99 is None:
+        lines = [line for line in text.splitlines() if line.strip()]
+        errors = [line for line in lines if "ERROR" in line]
+        raise ToolOutputError("sockperf printed no latency: " + " | ".join(errors or lines[-3:] or ["nothing"]))
+    return Rtt(avg_us=2 * float(avg[1]), p99_us=2 * float(p99[1]))
+
+
+def listening_ports(ss_output: str) -> set[int]:
+    """Ports in the local-address column of `ss -Hltn` (`0.0.0.0:5201`, `*:5201`, `[::]:5201`)."""
+    ports = set()
+    for line in ss_output.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[3].rpartition(":")[2].isdigit():
+            ports.add(int(fields[3].rpartition(":")[2]))
+    return ports
+
+
+def start_servers(pair: Pair) -> None:
+    """Start the iperf3 and sockperf servers and wait until both listen."""
+    iperf3 = ["iperf3", "--server", "--port", str(pair.ports.iperf3)]
+    if pair.listen != "0.0.0.0":  # iperf3 without --bind listens on IPv4 and IPv6
+        iperf3 += ["--bind", pair.listen]
+    engine.start(pair.server, iperf3)
+    engine.start(pair.server, ["sockperf", "server", "--tcp", "-i", pair.listen, "-p", str(pair.ports.sockperf)])
+    wanted = {pair.ports.iperf3, pair.ports.sockperf}
+    deadline = time.monotonic() + SERVER_START_S
+    while True:
+        ss = engine.execute(pair.server, ["ss", "-Hltn"], timeout=TOOL_GRACE_S)
+        if wanted <= listening_ports(ss.stdout):
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"iperf3 and sockperf servers in {pair.server} do not listen after "
+                             f"{SERVER_START_S:.0f} s ({pair.path.name})")
+        time.sleep(0.2)
+
+
+def throughput(pair: Pair, plan: Plan) -> float:
+    """Gbit/s of one iperf3 TCP stream from the client to the server."""
+    command = ["iperf3", "--client", pair.address, "--port", str(pair.ports.iperf3), "--json",
+               "--time", str(plan.iperf3_seconds), "--omit", str(plan.iperf3_omit_seconds),
+               "--connect-timeout", str(CONNECT_TIMEOUT_MS)]
+    timeout = plan.iperf3_seconds + plan.iperf3_omit_seconds + TOOL_GRACE_S
+    out = engine.execute(pair.client, command, timeout)
+    return parse_iperf3(out.stdout)
+
+
+def rtt(pair: Pair, plan: Plan) -> Rtt:
+    """Round trip of 64-byte TCP ping-pongs from the client to the server."""
+    command = ["sockperf", "ping-pong", "--tcp", "-i", pair.address, "-p", str(pair.ports.sockperf),
+               "-m", str(MESSAGE_BYTES), "-t", str(plan.sockperf_seconds)]
+    out = engine.execute(pair.client, command, plan.sockperf_seconds + TOOL_GRACE_S)
+    return parse_sockperf(out.stdout + out.stderr)
+
+
+def sample(pair: Pair, plan: Plan, all_cpus: str) -> Sample:
+    """One run of every metric; the containers are pinned to one CPU for the same-core RTT only."""
+    containers = [pair.server, pair.client]
+    gbps = throughput(pair, plan)
+    unpinned = rtt(pair, plan)
+    engine.set_cpus(containers, PINNED_CPUS)
+    same_core = rtt(pair, plan)
+    engine.set_cpus(containers, all_cpus)
+    return Sample(throughput_gbps=gbps, same_core=same_core, unpinned=unpinned)
