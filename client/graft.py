@@ -14,6 +14,8 @@ import os
 import select
 import socket
 import time
+import weakref
+from typing import NamedTuple
 
 from freeflow.router import protocol as p
 
@@ -28,9 +30,25 @@ class Fallback(Exception):
     """The connection stays on the overlay."""
 
 
+class Addresses(NamedTuple):
+    """The kernel connection's IPv4 (ip, port) pairs, which the swap replaces by a socket pair's."""
+
+    local: tuple[str, int]
+    peer: tuple[str, int]
+
+
+# Every socket grafted in this process, with the addresses getsockname/getpeername should keep answering
+# (client/patching.py); an entry goes with its socket object.
+grafted: weakref.WeakKeyDictionary[socket.socket, Addresses] = weakref.WeakKeyDictionary()
+
+
 def open_control(timeout: float = ROUTER_TIMEOUT) -> socket.socket | None:
-    """A connection to the router in this network namespace, or None when there is no router."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    """A connection to the router in this network namespace, or None when there is no router (or no
+    descriptor left: the application's connection must not fail for the router's sake)."""
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    except OSError:
+        return None
     sock.settimeout(timeout)
     try:
         sock.connect(p.SOCKET_NAME)
@@ -43,7 +61,8 @@ def open_control(timeout: float = ROUTER_TIMEOUT) -> socket.socket | None:
 def _recv_exact(sock: socket.socket, size: int, fds: list[int]) -> bytes:
     data = b""
     while len(data) < size:
-        chunk, ancdata, _, _ = sock.recvmsg(size - len(data), socket.CMSG_SPACE(4 * p.MAX_FDS))
+        chunk, ancdata, _, _ = sock.recvmsg(size - len(data), socket.CMSG_SPACE(4 * p.MAX_FDS),
+                                            socket.MSG_CMSG_CLOEXEC)
         for level, kind, payload in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 received = array.array("i")
@@ -55,22 +74,48 @@ def _recv_exact(sock: socket.socket, size: int, fds: list[int]) -> bytes:
     return data
 
 
-def exchange(sock: socket.socket, message: p.Message) -> tuple[p.Message, socket.socket | None]:
-    """Send `message`, return the router's reply and the socket that came with it, if any."""
+def close_fds(fds: list[int]) -> None:
+    """Close descriptors the router sent that nobody will use."""
+    for fd in fds:
+        os.close(fd)
+
+
+def receive(sock: socket.socket) -> tuple[p.Message, list[int]]:
+    """The router's next message and every descriptor that came with it, which the caller must close.
+
+    Raises Fallback (having closed any descriptor received) when the connection ends or speaks garbage.
+    """
     fds: list[int] = []
     try:
-        sock.sendall(message.encode())
         header = _recv_exact(sock, p.HEADER.size, fds)
         kind, length = p.parse_header(header, p.REPLIES)
         reply = kind.decode_body(_recv_exact(sock, length, fds))
-    except (OSError, p.ProtocolError) as exc:
-        for fd in fds:
-            os.close(fd)
+    except (OSError, p.ProtocolError, Fallback) as exc:
+        close_fds(fds)
         raise Fallback(f"router exchange failed: {exc}") from None
-    extra = [socket.socket(fileno=fd) for fd in fds]
-    for unexpected in extra[1:]:
-        unexpected.close()
-    return reply, (extra[0] if extra else None)
+    return reply, fds
+
+
+def exchange_fds(sock: socket.socket, message: p.Message) -> tuple[p.Message, list[int]]:
+    """Send `message`, return the router's reply and all its descriptors (CHANNEL_FDS for a channel)."""
+    try:
+        sock.sendall(message.encode())
+    except OSError as exc:
+        raise Fallback(f"router exchange failed: {exc}") from None
+    return receive(sock)
+
+
+def exchange(sock: socket.socket, message: p.Message) -> tuple[p.Message, socket.socket | None]:
+    """Send `message`, return the router's reply and the socket that came with it, if any."""
+    reply, fds = exchange_fds(sock, message)
+    if not fds:
+        return reply, None
+    close_fds(fds[1:])
+    try:
+        return reply, socket.socket(fileno=fds[0])
+    except OSError as exc:
+        os.close(fds[0])
+        raise Fallback(f"the router sent a descriptor that is no socket: {exc}") from None
 
 
 def _handshake(new: socket.socket) -> None:
@@ -89,16 +134,23 @@ def _swap(app: socket.socket, new: socket.socket) -> None:
     timeout = app.gettimeout()
     inheritable = os.get_inheritable(app.fileno())
     os.dup2(new.fileno(), app.fileno(), inheritable=inheritable)
-    new.close()
     app.settimeout(timeout)
 
 
-def _wait_connected(sock: socket.socket, address: tuple[str, int]) -> None:
-    """connect() for real; on a non-blocking socket, wait (bounded) for it to complete."""
+def _connect_kernel(sock: socket.socket, address: tuple[str, int], wait: bool) -> None:
+    """connect() for real, with socket.connect's semantics (BlockingIOError on a non-blocking socket).
+
+    With `wait`, a non-blocking socket waits (bounded) for the connection instead: the graft needs it.
+    """
+    if not wait or sock.gettimeout() != 0:
+        sock.connect(address)
+        return
     code = sock.connect_ex(address)
     if code in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
-        _, writable, _ = select.select([], [sock], [], CONNECT_TIMEOUT)
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if writable else errno.ETIMEDOUT
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        ready = poller.poll(CONNECT_TIMEOUT * 1000)
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if ready else errno.ETIMEDOUT
     if code not in (0, errno.EISCONN):
         raise OSError(code, os.strerror(code))
 
@@ -106,11 +158,12 @@ def _wait_connected(sock: socket.socket, address: tuple[str, int]) -> None:
 def connect(sock: socket.socket, address: tuple[str, int]) -> bool:
     """Connect `sock` to `address`, grafted when the router pairs it. True when grafted.
 
-    Raises OSError exactly as socket.connect would when the connection itself fails.
+    Raises OSError exactly as socket.connect would when the connection itself fails, and like it
+    BlockingIOError when a non-blocking socket stays on the overlay; a paired one is connected first.
     """
     control = open_control()
     if control is None:
-        _wait_connected(sock, address)
+        sock.connect(address)
         return False
     with control:
         try:
@@ -119,8 +172,9 @@ def connect(sock: socket.socket, address: tuple[str, int]) -> bool:
             verdict, _ = exchange(control, p.Intent(address[0], address[1], sock.getsockname()[1]))
         except (Fallback, OSError, p.ProtocolError):
             verdict = None
-        _wait_connected(sock, address)
-        if not isinstance(verdict, p.VerdictReply) or verdict.verdict != p.Verdict.GO:
+        go = isinstance(verdict, p.VerdictReply) and verdict.verdict == p.Verdict.GO
+        _connect_kernel(sock, address, wait=go)
+        if not go:
             return False
         return _graft(control, sock, p.Role.CLIENT, address, sock.getsockname()[1])
 
@@ -137,18 +191,17 @@ def accepted(conn: socket.socket, peer: tuple[str, int], local_port: int) -> boo
 def _graft(control: socket.socket, app: socket.socket, role: int, peer: tuple[str, int], local_port: int) -> bool:
     started = time.monotonic()
     try:
+        kernel = Addresses(app.getsockname(), peer)
         reply, new = exchange(control, p.Graft(role, peer[0], peer[1], local_port))
         if not isinstance(reply, p.GraftedReply) or new is None:
             return False
-        try:
+        with new:
             _handshake(new)
-        except Fallback:
-            new.close()
-            raise
-        _swap(app, new)
-    except Fallback as exc:
+            _swap(app, new)
+    except (Fallback, OSError) as exc:
         log.debug("%s:%d stays on the overlay: %s", peer[0], peer[1], exc)
         return False
+    grafted[app] = kernel
     log.debug("grafted %s:%d in %.0f us", peer[0], peer[1], (time.monotonic() - started) * 1e6)
     return True
 

@@ -34,6 +34,7 @@ class Lab:
     namespaces: list[str] = field(default_factory=list)
     router: subprocess.Popen | None = None
     state: State = field(default_factory=State)
+    extra_env: dict[str, str] = field(default_factory=dict)  # router settings a test overrides
 
     def add_host(self, index: int, network: str = "n1", subnet: str = "10.213.0") -> str:
         """A namespace with an address on the lab's bridge, recorded as a joined endpoint of `network`."""
@@ -64,7 +65,7 @@ class Lab:
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "FREEFLOW_STATE_DIR": str(self.state_dir), "FREEFLOW_RUN_DIR": str(self.run_dir),
-                "FREEFLOW_LOG_LEVEL": "DEBUG", "FREEFLOW_GRAFT_WAIT": "0.5"}
+                "FREEFLOW_LOG_LEVEL": "DEBUG", "FREEFLOW_GRAFT_WAIT": "0.5", **self.extra_env}
 
     def start_router(self) -> None:
         log = open(self.run_dir.parent / "router.log", "ab")  # noqa: SIM115 - the router's stdout
