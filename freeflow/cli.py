@@ -8,6 +8,7 @@ import sys
 
 from freeflow.config.settings import SETTINGS, load_settings
 from freeflow.errors import FreeFlowError
+from freeflow.lab.cli import add_lab_parser
 
 
 def _log_setup(level: str) -> None:
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--repeat", type=int, default=5, help="runs per path; the median is reported")
     bench.add_argument("--out", default="bench-results", help="folder for the CSV and the PNG plot")
     bench.set_defaults(run=_bench)
+    add_lab_parser(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

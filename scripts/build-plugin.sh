@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${FREEFLOW_PLUGIN_NAME:-freeflow/driver}
 out=build/plugin
-hash=$( (cat Dockerfile config.json pyproject.toml; find freeflow plugin router shm client config bench -name '*.py' -o -name '*.yml' -o -name '*.c' | sort | xargs cat) | sha256sum | cut -c1-16)
+hash=$(find Dockerfile config.json pyproject.toml freeflow plugin router shm client config bench orchestrator lab \
+           -type f \( -name '*.py' -o -name '*.c' -o -name '*.h' -o -name Makefile -o -name '*.yml' -o -name '*.sh' \
+           -o -name Dockerfile -o -name '*.json' -o -name '*.toml' \) 2>/dev/null | sort | xargs cat | sha256sum | cut -c1-16)
 
 if docker plugin inspect "$name" >/dev/null 2>&1 && [ "$(cat "$out/.hash" 2>/dev/null)" = "$hash" ]; then
     echo "plugin $name is up to date ($hash)"

@@ -1,0 +1,108 @@
+/* What a grafted socket answers so that it passes for the TCP connection it replaced: the recorded TCP
+ * addresses, and socket options that either apply to the unix socket as they are (buffers, timeouts,
+ * keepalive, linger) or have no meaning without TCP underneath (Nagle, keepalive timing, IP options),
+ * which succeed and read back plausible values. */
+#define _GNU_SOURCE
+#include "emulate.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+
+#include "runtime.h"
+
+/* What TCP_MAXSEG and the MSS fields of TCP_INFO answer: loopback's, the closest TCP comes to a socket
+ * pair. */
+#define FF_MSS 65483
+
+int ff_grafted_name(const struct ff_fd *e, int local, struct sockaddr *addr, socklen_t *len)
+{
+    const void *src = local ? (const void *)&e->local : (const void *)&e->peer;
+    socklen_t src_len = local ? e->local_len : e->peer_len;
+    memcpy(addr, src, *len < src_len ? *len : src_len);
+    *len = src_len; /* as the kernel does: the full length, even when it truncated */
+    return 0;
+}
+
+static int answer(void *value, socklen_t *len, const void *data, socklen_t size)
+{
+    socklen_t n = *len < size ? *len : size;
+    memcpy(value, data, n);
+    *len = n;
+    return 0;
+}
+
+static int answer_int(void *value, socklen_t *len, int data)
+{
+    return answer(value, len, &data, sizeof data);
+}
+
+static int tcp_option(const struct ff_fd *e, int name, void *value, socklen_t *len)
+{
+    switch (name) {
+    case TCP_NODELAY:
+        return answer_int(value, len, e->nodelay);
+    case TCP_MAXSEG:
+        return answer_int(value, len, FF_MSS);
+    case TCP_KEEPIDLE:
+        return answer_int(value, len, 7200); /* Linux's defaults */
+    case TCP_KEEPINTVL:
+        return answer_int(value, len, 75);
+    case TCP_KEEPCNT:
+        return answer_int(value, len, 9);
+    case TCP_INFO: {
+        struct tcp_info info;
+        memset(&info, 0, sizeof info);
+        info.tcpi_state = TCP_ESTABLISHED;
+        info.tcpi_snd_mss = info.tcpi_rcv_mss = info.tcpi_advmss = FF_MSS;
+        return answer(value, len, &info, sizeof info);
+    }
+    default:
+        return answer_int(value, len, 0);
+    }
+}
+
+int ff_grafted_getsockopt(const struct ff_fd *e, int fd, int level, int name, void *value, socklen_t *len)
+{
+    if (!value || !len)
+        return ff_real.getsockopt(fd, level, name, value, len); /* the kernel's EFAULT */
+    if (level == SOL_SOCKET && name == SO_DOMAIN)
+        return answer_int(value, len, e->local.sin6_family);
+    if (level == SOL_SOCKET && name == SO_PROTOCOL)
+        return answer_int(value, len, IPPROTO_TCP);
+    if (level == IPPROTO_TCP)
+        return tcp_option(e, name, value, len);
+    if (level == IPPROTO_IP || level == IPPROTO_IPV6)
+        return answer_int(value, len, 0);
+    int saved = errno;
+    int rc = ff_real.getsockopt(fd, level, name, value, len);
+    if (rc < 0 && level == SOL_SOCKET && errno == ENOPROTOOPT) {
+        errno = saved;
+        return answer_int(value, len, 0);
+    }
+    return rc;
+}
+
+int ff_grafted_setsockopt(struct ff_fd *e, int fd, int level, int name, const void *value, socklen_t len)
+{
+    if (level == IPPROTO_TCP || level == IPPROTO_IP || level == IPPROTO_IPV6) {
+        if (!value && len)
+            return errno = EFAULT, -1;
+        if (level == IPPROTO_TCP && name == TCP_NODELAY) {
+            int on;
+            if (len < sizeof on)
+                return errno = EINVAL, -1;
+            memcpy(&on, value, sizeof on);
+            e->nodelay = on != 0;
+        }
+        return 0;
+    }
+    int saved = errno;
+    int rc = ff_real.setsockopt(fd, level, name, value, len);
+    if (rc < 0 && level == SOL_SOCKET && errno == ENOPROTOOPT) {
+        errno = saved;
+        return 0;
+    }
+    return rc;
+}

@@ -1,0 +1,297 @@
+/* The libc calls libfreeflow.so interposes (LD_PRELOAD), each with what it does differently and why.
+ *
+ * Everything else (read, write, send, recv, recvfrom, recvmsg, shutdown, poll, select, epoll_wait,
+ * sendfile, splice, ioctl FIONREAD) works unchanged on a grafted socket: it is a connected AF_UNIX stream
+ * socket. With FREEFLOW_DISABLE=1 every call below goes straight to libc. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "emulate.h"
+#include "fdtable.h"
+#include "graft.h"
+#include "runtime.h"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+#define FF_EXPORT __attribute__((visibility("default")))
+
+/* socket: unchanged, except that a stale entry under the new number (a close we never saw, e.g. through
+ * fclose or a raw syscall) is forgotten, so the new socket is not taken for what the old fd was. */
+FF_EXPORT int socket(int domain, int type, int protocol)
+{
+    FF_INIT();
+    int fd = ff_real.socket(domain, type, protocol);
+    if (fd >= 0) {
+        int saved = errno;
+        ff_fd_forget(fd);
+        errno = saved;
+    }
+    return fd;
+}
+
+/* connect: a TCP socket connecting to an IPv4 address another container may have asks the router first
+ * (INTENT, after binding an ephemeral port to name it). On "go" it connects for real, then asks for the
+ * graft (GRAFT) and swaps the socket pair in under fd. A non-blocking socket is connected within the
+ * call (bounded) and still reports EINPROGRESS. No router, "overlay", a timeout or a failed handshake:
+ * the plain connect, with the app's errno. Other families, UDP, loopback: untouched. */
+FF_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    FF_INIT();
+    struct in_addr ip;
+    uint16_t port;
+    if (ff_disabled || !ff_container_address(addr, len, &ip, &port))
+        return ff_real.connect(fd, addr, len);
+    if (ff_fd_of(fd, FF_GRAFTED)) {
+        errno = EISCONN; /* what connect() on a connected TCP socket says */
+        return -1;
+    }
+    return ff_graft_connect(fd, addr, len, ip, port);
+}
+
+/* listen: after the real listen, a TCP socket reachable from other containers is registered with the
+ * router (LISTEN) on a control connection kept open for as long as the socket listens, so that clients
+ * know to ask for a graft. */
+FF_EXPORT int listen(int fd, int backlog)
+{
+    FF_INIT();
+    int rc = ff_real.listen(fd, backlog);
+    if (rc == 0 && !ff_disabled) {
+        int saved = errno;
+        ff_listener_listen(fd, backlog);
+        errno = saved;
+    }
+    return rc;
+}
+
+static int accepted(int listener, int fd)
+{
+    if (fd >= 0) {
+        int saved = errno;
+        ff_fd_forget(fd);
+        if (!ff_disabled)
+            ff_graft_accepted(listener, fd);
+        errno = saved;
+    }
+    return fd;
+}
+
+/* accept: after the real accept on a registered listener, asks for the graft of the new connection
+ * (GRAFT, role server) and swaps the socket pair in, keeping the flags the app asked for. The peer
+ * address the app gets is the TCP one, as the kernel filled it in. */
+FF_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    FF_INIT();
+    return accepted(fd, ff_real.accept(fd, addr, len));
+}
+
+/* accept4: as accept; SOCK_NONBLOCK and SOCK_CLOEXEC carry over to the grafted socket. */
+FF_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+    FF_INIT();
+    return accepted(fd, ff_real.accept4(fd, addr, len, flags));
+}
+
+/* close: forgets fd; closing a registered listener also closes its control connection, which ends the
+ * registration once no other copy of the listener (dup, fork) holds one. */
+FF_EXPORT int close(int fd)
+{
+    FF_INIT();
+    int saved = errno;
+    ff_fd_forget(fd);
+    errno = saved;
+    return ff_real.close(fd);
+}
+
+/* close_range: as close, for every fd in the range (unless it only sets close-on-exec). */
+FF_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
+{
+    FF_INIT();
+    if (!(flags & (int)CLOSE_RANGE_CLOEXEC)) {
+        int saved = errno;
+        ff_fd_forget_range(first, last);
+        errno = saved;
+    }
+    if (ff_real.close_range)
+        return ff_real.close_range(first, last, flags);
+    return (int)syscall(SYS_close_range, first, last, flags);
+}
+
+/* closefrom: as close, for every fd from lowfd up. */
+FF_EXPORT void closefrom(int lowfd)
+{
+    FF_INIT();
+    int saved = errno;
+    ff_fd_forget_range(lowfd < 0 ? 0 : (unsigned int)lowfd, ~0U);
+    errno = saved;
+    if (ff_real.closefrom)
+        ff_real.closefrom(lowfd);
+    else
+        syscall(SYS_close_range, lowfd < 0 ? 0U : (unsigned int)lowfd, ~0U, 0);
+}
+
+static int duplicated(int from, int to, int cloexec)
+{
+    if (to >= 0 && to != from) {
+        int saved = errno;
+        ff_fd_forget(to);
+        ff_fd_copied(from, to, cloexec);
+        errno = saved;
+    }
+    return to;
+}
+
+/* dup: the copy is what the original is (grafted, listener with its own copy of the control connection). */
+FF_EXPORT int dup(int fd)
+{
+    FF_INIT();
+    return duplicated(fd, ff_real.dup(fd), 0);
+}
+
+/* dup2: as dup; whatever newfd was is forgotten, as the kernel closed it. */
+FF_EXPORT int dup2(int oldfd, int newfd)
+{
+    FF_INIT();
+    return duplicated(oldfd, ff_real.dup2(oldfd, newfd), 0);
+}
+
+/* dup3: as dup2; a listener's control connection copy follows O_CLOEXEC. */
+FF_EXPORT int dup3(int oldfd, int newfd, int flags)
+{
+    FF_INIT();
+    return duplicated(oldfd, ff_real.dup3(oldfd, newfd, flags), (flags & O_CLOEXEC) != 0);
+}
+
+static int fcntl_done(int fd, int cmd, intptr_t arg, int rc)
+{
+    if (rc < 0)
+        return rc;
+    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
+        return duplicated(fd, rc, cmd == F_DUPFD_CLOEXEC);
+    if (cmd == F_SETFD) {
+        /* The control connection crosses exec exactly when the listener does. */
+        struct ff_fd *l = ff_fd_of(fd, FF_LISTENER);
+        if (l && l->control >= 0) {
+            int saved = errno;
+            ff_real.fcntl(l->control, F_SETFD, (int)(arg & FD_CLOEXEC));
+            errno = saved;
+        }
+    }
+    return rc;
+}
+
+/* fcntl: F_DUPFD and F_DUPFD_CLOEXEC as dup; F_SETFD on a listener also sets its control connection's
+ * close-on-exec. Every other command is libc's. */
+FF_EXPORT int fcntl(int fd, int cmd, ...)
+{
+    FF_INIT();
+    va_list args;
+    va_start(args, cmd);
+    intptr_t arg = va_arg(args, intptr_t); /* int or pointer, as libc reads it */
+    va_end(args);
+    return fcntl_done(fd, cmd, arg, ff_real.fcntl(fd, cmd, arg));
+}
+
+/* fcntl64: what fcntl is called as with _FILE_OFFSET_BITS=64; as fcntl. */
+FF_EXPORT int fcntl64(int fd, int cmd, ...)
+{
+    FF_INIT();
+    va_list args;
+    va_start(args, cmd);
+    intptr_t arg = va_arg(args, intptr_t);
+    va_end(args);
+    return fcntl_done(fd, cmd, arg, ff_real.fcntl64(fd, cmd, arg));
+}
+
+/* getsockname: a grafted socket answers the TCP connection's local address, not an unnamed unix one. */
+FF_EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    FF_INIT();
+    const struct ff_fd *e = ff_fd_of(fd, FF_GRAFTED);
+    if (e && addr && len)
+        return ff_grafted_name(e, 1, addr, len);
+    return ff_real.getsockname(fd, addr, len);
+}
+
+/* getpeername: a grafted socket answers the TCP peer's address. */
+FF_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    FF_INIT();
+    const struct ff_fd *e = ff_fd_of(fd, FF_GRAFTED);
+    if (e && addr && len)
+        return ff_grafted_name(e, 0, addr, len);
+    return ff_real.getpeername(fd, addr, len);
+}
+
+/* getsockopt: a grafted socket says SO_DOMAIN AF_INET(6) and SO_PROTOCOL IPPROTO_TCP; TCP options read
+ * back what was set (TCP_NODELAY) or what TCP would say (TCP_INFO: an established connection, zeroed
+ * counters); IP options read 0; socket-level options are the unix socket's. */
+FF_EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *len)
+{
+    FF_INIT();
+    const struct ff_fd *e = ff_fd_of(fd, FF_GRAFTED);
+    if (e)
+        return ff_grafted_getsockopt(e, fd, level, name, value, len);
+    return ff_real.getsockopt(fd, level, name, value, len);
+}
+
+/* setsockopt: on a grafted socket, TCP and IP options succeed without effect (there is no TCP under it;
+ * TCP_NODELAY is remembered), socket-level ones apply to the unix socket (buffers, timeouts, linger). */
+FF_EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
+{
+    FF_INIT();
+    struct ff_fd *e = ff_fd_of(fd, FF_GRAFTED);
+    if (e)
+        return ff_grafted_setsockopt(e, fd, level, name, value, len);
+    return ff_real.setsockopt(fd, level, name, value, len);
+}
+
+/* epoll_ctl: unchanged, but remembers where each fd was added, because a graft replaces the socket under
+ * fd and with it the app's registration: an app that adds a socket before connecting it (nginx) gets the
+ * grafted socket added back the same way. */
+FF_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
+{
+    FF_INIT();
+    int rc = ff_real.epoll_ctl(epfd, op, fd, event);
+    if (rc == 0 && !ff_disabled) {
+        int saved = errno;
+        if (op == EPOLL_CTL_DEL)
+            ff_fd_epoll_unset(epfd, fd);
+        else
+            ff_fd_epoll_set(epfd, fd, event);
+        errno = saved;
+    }
+    return rc;
+}
+
+/* sendto: TCP ignores the destination given on a connected socket (sockperf passes one on every send), a
+ * unix stream socket refuses it with EISCONN: on a grafted socket the address is dropped. */
+FF_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr,
+                         socklen_t addrlen)
+{
+    FF_INIT();
+    if (addr && ff_fd_of(fd, FF_GRAFTED))
+        return ff_real.sendto(fd, buf, len, flags, NULL, 0);
+    return ff_real.sendto(fd, buf, len, flags, addr, addrlen);
+}
+
+/* sendmsg: as sendto, for msg_name. */
+FF_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    FF_INIT();
+    if (msg && msg->msg_name && ff_fd_of(fd, FF_GRAFTED)) {
+        struct msghdr unnamed = *msg;
+        unnamed.msg_name = NULL;
+        unnamed.msg_namelen = 0;
+        return ff_real.sendmsg(fd, &unnamed, flags);
+    }
+    return ff_real.sendmsg(fd, msg, flags);
+}

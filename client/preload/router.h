@@ -1,0 +1,41 @@
+/* Talking to the router on @freeflow: the framing of protocol.h, descriptors received with SCM_RIGHTS,
+ * every wait bounded with poll so that a slow or absent router only ever means "overlay". */
+#ifndef FREEFLOW_ROUTER_H
+#define FREEFLOW_ROUTER_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+
+#include "protocol.h"
+
+/* INTENT and LISTEN: the router answers at once, so waiting longer only delays the overlay. */
+#define FF_REPLY_MS 500
+/* GRAFT: above the router's own wait for the other end (FREEFLOW_GRAFT_WAIT, 0.5 s), so the router
+ * decides and both ends hear the same answer. */
+#define FF_GRAFT_MS 2000
+/* The one-byte handshake on a new socket: both ends got theirs together, so this only runs out when
+ * something is badly wrong. */
+#define FF_HANDSHAKE_MS 2000
+/* A non-blocking connect() we finish ourselves before asking for the graft. */
+#define FF_CONNECT_MS 2000
+/* A listener the router did not take is offered again at most this often (on accept). */
+#define FF_RETRY_MS 1000
+
+/* A new control connection to the router of this network namespace (non-blocking, close-on-exec), or -1
+ * when there is none. */
+int ff_router_open(void);
+
+/* INTENT(dst, src_port): the router's FF_VERDICT_*, or -1 when it did not answer in time. */
+int ff_router_intent(int ctl, struct in_addr dst, uint16_t dst_port, uint16_t src_port);
+
+/* GRAFT: the new connected socket (close-on-exec) when the router pairs us, else -1 (overlay). */
+int ff_router_graft(int ctl, int role, struct in_addr peer, uint16_t peer_port, uint16_t local_port);
+
+/* LISTEN(port, backlog): 0 when the router took the registration. */
+int ff_router_listen(int ctl, uint16_t port, uint16_t backlog);
+
+/* Wait until `fd` has `events` (or an error) before `deadline` (ff_now_ms): 1 ready, 0 timed out,
+ * -1 poll failed. Signals do not cut the wait short. */
+int ff_wait(int fd, short events, uint64_t deadline);
+
+#endif

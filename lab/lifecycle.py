@@ -1,0 +1,187 @@
+"""Brings the whole lab up and down, reports on it and says how to run a command on one of its hosts.
+
+Every step is one of the other modules'; this one keeps the order and the record (state.py), so that a failed
+`up` and any `down` remove exactly what was made.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from freeflow.lab import hosts, images, network, plugin, state, swarm
+from freeflow.lab.errors import CommandError, LabError
+from freeflow.lab.layout import BRIDGE, LAB_DIR, Host, host_named, is_host_name
+from freeflow.lab.layout import hosts as lab_hosts
+from freeflow.lab.state import HostRecord, LabState
+
+Report = Callable[[str], None]
+T = TypeVar("T")
+
+
+def _each(items: Iterable[Host], action: Callable[[Host], T]) -> list[T]:
+    """Run `action` on every host at once; the first failure is raised once all have finished."""
+    items = list(items)
+    with ThreadPoolExecutor(max_workers=len(items) or 1) as pool:
+        futures = [pool.submit(action, item) for item in items]
+    return [future.result() for future in futures]
+
+
+def up(count: int, plugin_dir: Path | None = None, scope: str = "local", report: Report = print) -> LabState:
+    """Start `count` hosts in one swarm with the images and the plugin; a lab already up is only reported."""
+    wanted = lab_hosts(count)
+    with state.locked():
+        existing = state.load()
+        if existing is not None:
+            if len(existing.hosts) != count:
+                raise LabError(f"a lab of {len(existing.hosts)} hosts is up; `freeflow lab down` first")
+            report(f"a lab of {count} hosts is already up: " + ", ".join(r.name for r in existing.hosts))
+            return existing
+        network.check_free(wanted)
+        folder = plugin.build_folder(plugin_dir)
+        lab = LabState(hosts=[HostRecord(host.name) for host in wanted], plugin_scope=scope)
+        state.save(lab)
+        try:
+            _build(wanted, lab, folder, report)
+        except BaseException:
+            report("lab up failed: removing what it made")
+            _remove(wanted, lab, report)
+            raise
+    report(usage(wanted))
+    return lab
+
+
+def _build(wanted: list[Host], lab: LabState, folder: Path, report: Report) -> None:
+    manager, workers = wanted[0], wanted[1:]
+    report(f"network: bridge {BRIDGE}, namespaces " + ", ".join(host.name for host in wanted))
+    network.create_bridge()
+    network.allow_forwarding()
+    for host in wanted:
+        network.create_host(host)
+    report("starting dockerds")
+    pids = {host: hosts.start(host) for host in wanted}
+    for host, pid in pids.items():
+        lab.set_pid(host, pid)
+    state.save(lab)
+    _each(wanted, lambda host: hosts.wait_ready(host, pids[host]))
+    report("loading images " + ", ".join(images.IMAGES))
+    images.save()
+    _each(wanted, images.load)
+    images.discard()
+    report(f"installing the plugin {plugin.NAME} from {folder}")
+    _each(wanted, lambda host: plugin.install(host, folder, lab.plugin_scope))
+    report(f"swarm: {manager.name} manager" + (", workers " + ", ".join(h.name for h in workers) if workers else ""))
+    token = swarm.init(manager)
+    _each(workers, lambda host: swarm.join(host, manager, token))
+    swarm.wait_ready(manager, wanted)
+
+
+def down(report: Report = print) -> None:
+    """Remove the lab: dockerds and everything they started, namespaces, links, the FORWARD rule, the files."""
+    with state.locked():
+        lab = state.load()
+        recorded = [host_named(record.name) for record in lab.hosts] if lab else []
+        found = [host_named(path.name) for path in LAB_DIR.glob("h*") if is_host_name(path.name)]
+        every = sorted(set(recorded) | set(found), key=lambda host: host.index)
+        if lab is None and not every and not LAB_DIR.exists() and not network.link_exists(BRIDGE):
+            report("no lab is up")
+            return
+        _remove(every, lab or LabState(), report)
+    report("lab removed")
+
+
+def _remove(every: list[Host], lab: LabState, report: Report) -> None:
+    if every:
+        report("stopping dockerds on " + ", ".join(host.name for host in every))
+        _each(every, lambda host: hosts.stop(host, lab.pid(host)))
+    for host in every:
+        network.delete_host(host)
+        for path in (host.dir, host.exec_root, host.socket):
+            _delete(path)
+    network.remove_forwarding()
+    network.delete_bridge()
+    _delete(LAB_DIR)
+
+
+def _delete(path: Path) -> None:
+    """Delete a file or folder of the lab, refusing if something is mounted in it (it would be deleted too)."""
+    mounted = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    if any(target == str(path) or target.startswith(f"{path}/") for target in mounted):
+        raise CommandError(f"{path} still has mounts in it; unmount them and run `freeflow lab down` again")
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """One host as `lab status` shows it."""
+
+    name: str
+    address: str
+    pid: int | None
+    running: bool
+    swarm: str
+    plugin: str
+    docker_host: str
+
+
+def status() -> list[HostStatus]:
+    """Every recorded host and how it is doing; empty when no lab is up."""
+    lab = state.load()
+    if lab is None:
+        return []
+    return _each([host_named(record.name) for record in lab.hosts], lambda host: _host_status(host, lab))
+
+
+def _host_status(host: Host, lab: LabState) -> HostStatus:
+    pid = lab.pid(host)
+    running = pid is not None and hosts.is_dockerd(host, pid)
+    role, enabled = "-", "-"
+    if running:
+        try:
+            role = swarm.role(host)
+            enabled = "enabled" if plugin.enabled(host) else "disabled"
+        except CommandError:
+            role = "no answer"
+    return HostStatus(host.name, host.address, pid, running, role, enabled, host.docker_host)
+
+
+def exec_command(name: str, command: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that run `command` on host `name`: in its mount, UTS and network
+    namespaces (its hostname, its /var/lib/freeflow, its interfaces), with DOCKER_HOST aimed at its dockerd."""
+    host = host_named(name)
+    lab = state.load()
+    pid = lab.pid(host) if lab else None
+    if lab is None or pid is None:
+        raise LabError(f"{name} is not a host of the lab; `freeflow lab status` lists them")
+    if not hosts.is_dockerd(host, pid):
+        raise LabError(f"the dockerd of {name} (PID {pid}) is not running; `freeflow lab down` and up again")
+    command = command or [os.environ.get("SHELL", "/bin/sh")]
+    argv = ["nsenter", f"--target={pid}", "--mount", "--uts", "--net", f"--wd={os.getcwd()}", "--", *command]
+    return argv, {**os.environ, "DOCKER_HOST": host.docker_host}
+
+
+def usage(wanted: list[Host]) -> str:
+    manager = wanted[0]
+    other = wanted[-1]
+    lines = [f"lab up: {len(wanted)} Docker hosts in one swarm ({manager.name} manager), plugin {plugin.NAME} "
+             "enabled on each, images " + ", ".join(images.IMAGES) + " loaded (nothing can be pulled)."]
+    lines += [f"  {host.name}  {host.address:<10}  DOCKER_HOST={host.docker_host}" for host in wanted]
+    lines += [
+        "Try:",
+        f"  freeflow lab exec {manager.name} -- docker node ls",
+        f"  freeflow lab exec {manager.name} -- docker network create -d overlay --attachable demo",
+        f"  freeflow lab exec {manager.name} -- docker run -d --name c1 --network demo freeflow-tools sleep infinity",
+        f"  freeflow lab exec {other.name} -- docker run --rm --network demo freeflow-tools ping -c 3 c1",
+        f"  freeflow lab exec {other.name} -- docker network create -d freeflow local-net",
+        "Services: docker service create --no-resolve-image --endpoint-mode dnsrr ... (no IPVS on this kernel).",
+        "A shell on a host: freeflow lab exec h1.  Remove it all: freeflow lab down",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,148 @@
+"""Unmodified programs (iperf3, sockperf, redis, nginx + curl, asyncio) accelerated by the preload library.
+
+Whether a connection was grafted is read off the container's host-side veth: a grafted transfer never
+crosses it, an overlay transfer does.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import container_ip, docker, inspect, wait_for
+
+PRELOAD = ["-v", "/run/freeflow:/run/freeflow:ro", "-e", "LD_PRELOAD=/run/freeflow/libfreeflow.so"]
+MB = 1_000_000
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _library_published() -> None:
+    if not Path("/run/freeflow/libfreeflow.so").exists():
+        pytest.fail("the router has not published /run/freeflow/libfreeflow.so: the plugin was built without it")
+
+
+def veth_bytes(container: str, network: str) -> int:
+    """Bytes that crossed the container's veth on `network`, both directions."""
+    endpoint = inspect("container", container)["NetworkSettings"]["Networks"][network]["EndpointID"]
+    stats = Path(f"/sys/class/net/ffh{endpoint[:12]}/statistics")
+    return int((stats / "rx_bytes").read_text()) + int((stats / "tx_bytes").read_text())
+
+
+def listening(container: str, port: int) -> bool:
+    return f":{port:04X} " in docker("exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6")
+
+
+def test_iperf3_is_grafted(network, container):
+    net = network("iperf")
+    server = container("srv", net, *PRELOAD)
+    client = container("cli", net, *PRELOAD)
+    docker("exec", "-d", server, "iperf3", "-s", "-1")
+    wait_for(lambda: listening(server, 5201), 20, "iperf3 to listen")
+    before = veth_bytes(client, net)
+    report = json.loads(docker("exec", client, "iperf3", "-c", server, "-t", "2", "-J"))
+    moved = report["end"]["sum_received"]["bytes"]
+    assert moved > 100 * MB
+    assert veth_bytes(client, net) - before < moved / 100, "the data went over the veth: not grafted"
+
+
+def test_unaccelerated_side_stays_on_the_overlay_both_ways(network, container):
+    net = network("mixed")
+    accelerated = container("acc", net, *PRELOAD)
+    plain = container("plain", net)
+    for server, client in ((accelerated, plain), (plain, accelerated)):
+        docker("exec", "-d", server, "iperf3", "-s", "-1")
+        wait_for(lambda s=server: listening(s, 5201), 20, "iperf3 to listen")
+        before = veth_bytes(client, net)
+        report = json.loads(docker("exec", client, "iperf3", "-c", server, "-t", "1", "-J"))
+        moved = report["end"]["sum_received"]["bytes"]
+        assert moved > MB
+        assert veth_bytes(client, net) - before >= moved, "an unaccelerated peer must stay on the overlay"
+
+
+def test_sockperf_ping_pong(network, container):
+    net = network("sockperf")
+    server = container("srv", net, *PRELOAD)
+    client = container("cli", net, *PRELOAD)
+    docker("exec", "-d", server, "sockperf", "server", "--tcp", "-p", "11111")
+    wait_for(lambda: listening(server, 11111), 20, "sockperf to listen")
+    before = veth_bytes(client, net)
+    out = docker("exec", client, "sockperf", "ping-pong", "--tcp", "-i", container_ip(server, net), "-p", "11111",
+                 "-t", "2", "-m", "64")
+    assert "Summary: Latency is" in out
+    assert veth_bytes(client, net) - before < 100_000, "sockperf's messages crossed the veth"
+
+
+def test_redis_server_and_benchmark(network, container):
+    net = network("redis")
+    server = container("srv", net, *PRELOAD)
+    client = container("cli", net, *PRELOAD)
+    docker("exec", "-d", server, "redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no")
+    wait_for(lambda: listening(server, 6379), 20, "redis to listen")
+    before = veth_bytes(client, net)
+    out = docker("exec", client, "redis-benchmark", "-h", server, "-t", "set,get", "-n", "20000", "-q")
+    assert "SET:" in out and "GET:" in out
+    assert docker("exec", client, "redis-cli", "-h", server, "set", "k", "v") == "OK"
+    assert docker("exec", client, "redis-cli", "-h", server, "get", "k") == "v"
+    assert veth_bytes(client, net) - before < 200_000, "redis traffic crossed the veth"
+
+
+def test_nginx_serves_curl_with_the_same_checksum(network, container):
+    net = network("nginx")
+    server = container("srv", net, *PRELOAD)
+    client = container("cli", net, *PRELOAD)
+    docker("exec", server, "sh", "-c", "head -c 30000000 /dev/urandom > /var/www/html/blob")
+    digest = docker("exec", server, "sha256sum", "/var/www/html/blob").split()[0]
+    docker("exec", server, "nginx")  # a master that forks workers, which accept
+    wait_for(lambda: listening(server, 80), 20, "nginx to listen")
+    before = veth_bytes(client, net)
+    got = docker("exec", client, "sh", "-c", f"curl -sf http://{server}/blob | sha256sum").split()[0]
+    assert got == digest
+    assert veth_bytes(client, net) - before < 3 * MB, "the download crossed the veth"
+
+
+ASYNCIO_ECHO = textwrap.dedent("""
+    import asyncio
+    async def echo(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+    async def main():
+        server = await asyncio.start_server(echo, "0.0.0.0", 7007)
+        async with server:
+            await server.serve_forever()
+    asyncio.run(main())
+""")
+
+ASYNCIO_CLIENT = textwrap.dedent("""
+    import asyncio, hashlib, os, sys
+    async def main():
+        reader, writer = await asyncio.open_connection(sys.argv[1], 7007)
+        data = os.urandom(20_000_000)
+        async def send():
+            writer.write(data)
+            await writer.drain()
+            writer.write_eof()
+        sender = asyncio.create_task(send())
+        got = hashlib.sha256()
+        while chunk := await reader.read(65536):
+            got.update(chunk)
+        await sender
+        print(got.hexdigest() == hashlib.sha256(data).hexdigest())
+    asyncio.run(main())
+""")
+
+
+def test_python_asyncio_echo_through_the_preload_library(network, container):
+    net = network("asyncio")
+    server = container("srv", net, *PRELOAD)
+    client = container("cli", net, *PRELOAD)
+    docker("exec", "-d", server, "python3", "-c", ASYNCIO_ECHO)
+    wait_for(lambda: listening(server, 7007), 20, "the echo server to listen")
+    before = veth_bytes(client, net)
+    assert docker("exec", client, "python3", "-c", ASYNCIO_CLIENT, server) == "True"
+    assert veth_bytes(client, net) - before < 2 * MB, "the echo crossed the veth"

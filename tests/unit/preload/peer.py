@@ -1,0 +1,161 @@
+"""Test programs for the preload library, run as unmodified programs with LD_PRELOAD=libfreeflow.so.
+
+They use only the socket module (so every call goes through libc and the library) and report one JSON
+line per connection. Whether a connection really is grafted is asked of the kernel with a raw getsockopt
+system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a grafted socket.
+
+  peer.py server PORT [COUNT] [fork]    listen on 0.0.0.0:PORT, answer each connection with the sha256
+                                        of what it sent; `fork`: a child accepts, the parent closes
+  peer.py client IP PORT SIZE [MODE]    send SIZE random bytes, check the digest; MODE: blocking (default),
+                                        epoll (non-blocking connect, then epoll), epoll-first (the socket
+                                        is in epoll before connect, edge-triggered, as nginx does),
+                                        sendto (blocking, every send names the peer, as sockperf does)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import hashlib
+import json
+import os
+import platform
+import select
+import socket
+import sys
+import time
+
+SYS_GETSOCKOPT = {"x86_64": 55, "aarch64": 209}[platform.machine()]
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def kernel_domain(fd: int) -> int:
+    """SO_DOMAIN straight from the kernel, past the library."""
+    value, size = ctypes.c_int(0), ctypes.c_uint32(4)
+    if _libc.syscall(SYS_GETSOCKOPT, fd, socket.SOL_SOCKET, socket.SO_DOMAIN, ctypes.byref(value),
+                     ctypes.byref(size)) != 0:
+        raise OSError(ctypes.get_errno(), "raw getsockopt")
+    return value.value
+
+
+def facts(sock: socket.socket) -> dict[str, object]:
+    """What the program reads off a connected socket (before the transfer ends the TCP connection)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    dup = sock.dup()
+    line: dict[str, object] = {
+        "grafted": kernel_domain(sock.fileno()) == socket.AF_UNIX,
+        "local": list(sock.getsockname()),
+        "peer": list(sock.getpeername()),
+        "domain": sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN),
+        "protocol": sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL),
+        "nodelay": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+        "tcp_state": info[0],
+        "dup_peer": list(dup.getpeername()),
+    }
+    dup.close()
+    return line
+
+
+def serve_one(listener: socket.socket) -> None:
+    conn, addr = listener.accept()
+    with conn:
+        line = facts(conn)
+        digest = hashlib.sha256()
+        while chunk := conn.recv(1 << 16):
+            digest.update(chunk)
+        conn.sendall(digest.hexdigest().encode())
+        print(json.dumps({**line, "accepted_addr": list(addr)}), flush=True)
+
+
+def server(port: int, count: int = 1, fork: bool = False) -> None:
+    listener = socket.create_server(("0.0.0.0", port))
+    print(json.dumps({"listening": port}), flush=True)
+    if fork:
+        child = os.fork()
+        if child == 0:
+            for _ in range(count):
+                serve_one(listener)
+            os._exit(0)
+        listener.close()  # the registration must live on in the child
+        print(json.dumps({"parent_closed": True}), flush=True)
+        _, status = os.waitpid(child, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+    for _ in range(count):
+        serve_one(listener)
+
+
+def transfer_blocking(sock: socket.socket, data: bytes, sendto: bool = False) -> bytes:
+    if sendto:  # as sockperf does: the destination again on every send of a connected socket
+        view = memoryview(data)
+        while view:
+            view = view[sock.sendto(view[:1 << 16], sock.getpeername()):]
+    else:
+        sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+    answer = b""
+    while chunk := sock.recv(128):
+        answer += chunk
+    return answer
+
+
+def transfer_epoll(sock: socket.socket, ep: select.epoll, data: bytes) -> bytes:
+    view, answer = memoryview(data), b""
+    ep.modify(sock.fileno(), select.EPOLLOUT)
+    while view:
+        if not ep.poll(5):
+            raise TimeoutError("socket never became writable")
+        with contextlib.suppress(BlockingIOError):
+            view = view[sock.send(view):]
+    sock.shutdown(socket.SHUT_WR)
+    ep.modify(sock.fileno(), select.EPOLLIN)
+    while True:
+        if not ep.poll(5):
+            raise TimeoutError("no answer")
+        try:
+            chunk = sock.recv(128)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return answer
+        answer += chunk
+
+
+def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
+    data = os.urandom(size)
+    sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    started = time.monotonic()
+    if mode in ("blocking", "sendto"):
+        sock.connect((ip, port))
+        connected = time.monotonic() - started
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        line = facts(sock)
+        answer = transfer_blocking(sock, data, sendto=mode == "sendto")
+    else:
+        sock.setblocking(False)
+        ep = select.epoll()
+        if mode == "epoll-first":
+            ep.register(sock.fileno(), select.EPOLLIN | select.EPOLLOUT | select.EPOLLET)
+        code = sock.connect_ex((ip, port))
+        if mode == "epoll":
+            ep.register(sock.fileno(), select.EPOLLOUT)
+        events = ep.poll(5)
+        connected = time.monotonic() - started
+        writable = bool(events) and bool(events[0][1] & select.EPOLLOUT)
+        line = {"connect_errno": errno.errorcode.get(code, code), "writable": writable,
+                "so_error": sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)}
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        line.update(facts(sock))
+        answer = transfer_epoll(sock, ep, data) if writable else b""
+    line.update(digest_ok=answer.decode() == hashlib.sha256(data).hexdigest(), connect_seconds=connected)
+    print(json.dumps(line), flush=True)
+    sock.close()
+
+
+if __name__ == "__main__":
+    role, *args = sys.argv[1:]
+    if role == "server":
+        server(int(args[0]), int(args[1]) if len(args) > 1 else 1, len(args) > 2 and args[2] == "fork")
+    else:
+        client(args[0], int(args[1]), int(args[2]), *args[3:])

@@ -1,0 +1,170 @@
+"""The preload library against a stand-in router, in a network namespace of its own (no Docker).
+
+The library is built from client/preload with `make`; the programs under it (peer.py) use only the socket
+module, so every call goes through libc and the library. The stand-in router (standin_router.py) pairs
+whatever asks, never grafts, never answers, or hands out only one end, depending on its mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+SOURCES = Path(__file__).parents[3] / "client" / "preload"
+ADDRESS = "10.199.0.1"
+PORT = 7100
+# Every wait in the library is bounded (router.h); a run that takes longer than this hangs somewhere.
+HANG = 30
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("make") is None or shutil.which("cc") is None:
+        pytest.fail("building the preload library needs make and a C compiler")
+    build = tmp_path_factory.mktemp("preload")
+    for source in SOURCES.glob("*.[ch]"):
+        shutil.copy(source, build)
+    shutil.copy(SOURCES / "Makefile", build)
+    subprocess.run(["make", "-s", "-C", str(build)], check=True, capture_output=True, timeout=120)
+    return build / "libfreeflow.so"
+
+
+@dataclass
+class Namespace:
+    name: str
+    library: Path
+
+    def run(self, *argv: str, preload: bool = True, **env: str) -> subprocess.Popen[str]:
+        environ = {**os.environ, **env}
+        if preload:
+            environ["LD_PRELOAD"] = str(self.library)
+        return subprocess.Popen(["ip", "netns", "exec", self.name, sys.executable, *argv], env=environ,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def router(self, mode: str) -> subprocess.Popen[str]:
+        router = self.run(str(HERE / "standin_router.py"), mode, preload=False,
+                          PYTHONPATH=str(Path(__file__).parents[3]))
+        assert router.stdout is not None
+        assert json.loads(router.stdout.readline()) == {"event": "ready"}, router.stderr.read()
+        return router
+
+    def server(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        server = self.run(str(HERE / "peer.py"), "server", str(PORT), *args, **env)
+        assert server.stdout is not None
+        assert json.loads(server.stdout.readline()) == {"listening": PORT}, server.stderr.read()
+        return server
+
+    def client(self, size: int, mode: str = "blocking", **env: str) -> dict:
+        client = self.run(str(HERE / "peer.py"), "client", ADDRESS, str(PORT), str(size), mode, **env)
+        out, err = client.communicate(timeout=HANG)
+        assert client.returncode == 0, err
+        return json.loads(out.splitlines()[-1])
+
+
+def finish(process: subprocess.Popen[str]) -> list[dict]:
+    """The JSON lines a peer printed, once it exited by itself."""
+    out, err = process.communicate(timeout=HANG)
+    assert process.returncode == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def stop(process: subprocess.Popen[str]) -> list[dict]:
+    """Stop the stand-in router; the events it printed."""
+    process.kill()
+    out, _ = process.communicate(timeout=HANG)
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.fixture
+def netns(library: Path) -> Iterator[Namespace]:
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    name = f"ffpre-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        # A veth pair with both ends inside: an address that is neither loopback nor on another host.
+        for command in (["link", "set", "lo", "up"], ["link", "add", "eth0", "type", "veth", "peer", "name", "eth1"],
+                        ["address", "add", f"{ADDRESS}/24", "dev", "eth0"], ["link", "set", "eth0", "up"],
+                        ["link", "set", "eth1", "up"]):
+            subprocess.run(["ip", "-n", name, *command], check=True)
+        yield Namespace(name, library)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def assert_passes_for_tcp(line: dict) -> None:
+    """What a TCP program reads off its socket, grafted or not."""
+    assert line["digest_ok"] is True
+    assert line["domain"] == 2 and line["protocol"] == 6  # AF_INET, IPPROTO_TCP
+    assert line["local"][0] == ADDRESS and line["peer"] == [ADDRESS, PORT] == line["dup_peer"]
+    assert line["nodelay"] == 1
+    assert line["tcp_state"] == 1  # TCP_ESTABLISHED
+
+
+@pytest.mark.parametrize("mode", ["blocking", "epoll", "epoll-first", "sendto"])
+def test_connections_are_grafted_and_still_look_like_tcp(netns: Namespace, mode: str) -> None:
+    router = netns.router("go")
+    server = netns.server()
+    line = netns.client(2_000_000, mode)
+    [accepted] = finish(server)
+    assert line["grafted"] and accepted["grafted"], stop(router)
+    assert_passes_for_tcp(line)
+    assert accepted["peer"] == line["local"] == accepted["accepted_addr"]
+    if mode.startswith("epoll"):
+        assert line["connect_errno"] == "EINPROGRESS" and line["writable"] and line["so_error"] == 0
+    assert "grafted" in [event["event"] for event in stop(router)]
+
+
+def test_a_forked_child_accepts_on_the_parents_registration(netns: Namespace) -> None:
+    router = netns.router("go")
+    server = netns.server("2", "fork")
+    first, second = netns.client(100_000), netns.client(100_000)
+    lines = finish(server)
+    assert {"parent_closed": True} in lines
+    assert first["grafted"] and second["grafted"], stop(router)
+    assert [line["grafted"] for line in lines if "grafted" in line] == [True, True]
+
+
+def test_a_router_that_says_overlay_leaves_tcp_alone(netns: Namespace) -> None:
+    router = netns.router("overlay")
+    server = netns.server()
+    line = netns.client(1_000_000)
+    [accepted] = finish(server)
+    assert not line["grafted"] and not accepted["grafted"]
+    assert_passes_for_tcp(line)
+    assert [e["go"] for e in stop(router) if e["event"] == "intent"] == [False]
+
+
+@pytest.mark.parametrize("mode", ["silent", "half"])
+def test_a_router_that_fails_midway_costs_a_bounded_wait_and_no_data(netns: Namespace, mode: str) -> None:
+    """`silent` never answers, `half` gives only the client its end: both ends stay on TCP, intact."""
+    router = netns.router(mode)
+    server = netns.server()
+    line = netns.client(1_000_000)
+    [accepted] = finish(server)
+    assert not line["grafted"] and not accepted["grafted"]
+    assert_passes_for_tcp(line)
+    stop(router)
+
+
+def test_no_router_and_disabled_library_use_plain_tcp(netns: Namespace) -> None:
+    server = netns.server("2")
+    without_router = netns.client(500_000)
+    router = netns.router("go")
+    disabled = netns.client(500_000, FREEFLOW_DISABLE="1")
+    lines = finish(server)
+    assert not without_router["grafted"] and not disabled["grafted"]
+    assert [line["grafted"] for line in lines] == [False, False]
+    assert_passes_for_tcp(without_router)
+    assert_passes_for_tcp(disabled)
+    assert not [e for e in stop(router) if e["event"] == "intent"]
