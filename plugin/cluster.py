@@ -27,6 +27,7 @@ class ClusterSync:
         self.heartbeat_every = heartbeat_every
         self.watch_wait = watch_wait
         self.stop = threading.Event()
+        self.wake = threading.Event()
         self.revision = 0
 
     @property
@@ -37,7 +38,7 @@ class ClusterSync:
     def local_endpoints(self) -> list[Endpoint]:
         with self.driver.lock:
             return [Endpoint(ep.endpoint_id, ep.network_id, ep.address.split("/")[0], ep.mac, self.host.host_id)
-                    for ep in self.driver.state.endpoints.values() if ep.address]
+                    for ep in self.driver.state.endpoints.values() if ep.address and ep.sandbox_key]
 
     def beat(self) -> None:
         """Renew the lease and report the local endpoints."""
@@ -51,7 +52,12 @@ class ClusterSync:
         self.driver.set_remote_endpoints(
             [(e.network_id, e.ip, e.mac, addresses[e.host_id]) for e in remote if e.host_id in addresses])
 
+    def poke(self) -> None:
+        """The local endpoints changed: report them now rather than at the next heartbeat."""
+        self.wake.set()
+
     def start(self) -> None:
+        self.driver.on_change.append(self.poke)
         threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
         threading.Thread(target=self._follow, name="watch", daemon=True).start()
 
@@ -61,11 +67,12 @@ class ClusterSync:
                 log.info("waiting for Docker to tell this host's swarm address")
                 self.stop.wait(1)
                 continue
+            self.wake.clear()
             try:
                 self.beat()
             except OrchestratorUnavailable as exc:
                 log.warning("orchestrator unreachable, existing paths keep working: %s", exc)
-            self.stop.wait(self.heartbeat_every)
+            self.wake.wait(self.heartbeat_every)
 
     def _follow(self) -> None:
         """Full listing, then changes as they come; on any gap or error, a full listing again."""

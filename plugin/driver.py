@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -28,6 +29,9 @@ OWNED_PREFIXES = (BRIDGE_PREFIX, HOST_VETH_PREFIX, CONTAINER_VETH_PREFIX, VXLAN_
 DEFAULT_MTU = 1500
 VXLAN_OVERHEAD = 50  # outer Ethernet, IPv4, UDP and VXLAN headers
 MTU_OPTION = "com.docker.network.driver.mtu"
+# A joined endpoint whose sandbox namespace stays missing this long lost its container without a Leave
+# (a crashed host: dockerd does not replay it). Right after Join the namespace may not exist yet.
+STALE_SANDBOX = 30.0
 
 
 def _parse_mtu(value: Any) -> int:
@@ -103,21 +107,28 @@ class Kernel(Protocol):
     def remote_entries(self, vxlan: str) -> set[tuple[str, str, str]]: ...
     def add_remote(self, vxlan: str, ip: str, mac: str, host: str) -> None: ...
     def remove_remote(self, vxlan: str, ip: str, mac: str, host: str) -> None: ...
+    def sandbox_exists(self, sandbox_key: str) -> bool: ...
 
 
 class Driver:
     """Carries out Docker's NetworkDriver calls against a `Kernel`, persisting every change in a `Store`."""
 
-    def __init__(self, store: Store, kernel: Kernel, scope: str = "local", host_address: str = "") -> None:
+    def __init__(self, store: Store, kernel: Kernel, scope: str = "local", host_address: str = "",
+                 stale_sandbox: float = STALE_SANDBOX) -> None:
         self.store = store
         self.kernel = kernel
         self.scope = scope
         self.host_address = host_address
         self.lock = threading.RLock()
         self.state: State = store.load()
+        self.on_change: list[Callable[[], None]] = []  # called after every saved change (ClusterSync.poke)
+        self.stale_sandbox = stale_sandbox
+        self.sandbox_missing: dict[str, float] = {}  # endpoint -> when its sandbox was first seen missing
 
     def _save(self) -> None:
         self.store.save(self.state)
+        for callback in self.on_change:
+            callback()
 
     # Networks.
 
@@ -289,6 +300,26 @@ class Driver:
 
     # Repair.
 
+    def _leave_lost_sandboxes(self) -> list[str]:
+        """Endpoints whose sandbox namespace has been gone for `stale_sandbox` seconds leave it, as Leave
+        would: the router stops serving them and the orchestrator forgets them. They stay created, so a
+        Join that dockerd may still send works."""
+        now = time.monotonic()
+        left = []
+        for endpoint in self.state.endpoints.values():
+            if not endpoint.sandbox_key or self.kernel.sandbox_exists(endpoint.sandbox_key):
+                self.sandbox_missing.pop(endpoint.endpoint_id, None)
+                continue
+            since = self.sandbox_missing.setdefault(endpoint.endpoint_id, now)
+            if now - since >= self.stale_sandbox:
+                left.append(f"endpoint {endpoint.endpoint_id[:12]} left {endpoint.sandbox_key}: the namespace "
+                            "is gone without a Leave (its container or host crashed)")
+                endpoint.sandbox_key = ""
+                del self.sandbox_missing[endpoint.endpoint_id]
+        if left:
+            self._save()
+        return left
+
     def reconcile(self) -> list[str]:
         """Make the kernel match the state: recreate what is missing, remove what we own but forgot.
 
@@ -323,6 +354,7 @@ class Driver:
                 if bridge not in bridges:
                     self.kernel.forget_bridge(bridge)
                     repairs.append(f"removed orphan rule of {bridge}")
+            repairs += self._leave_lost_sandboxes()
         for line in repairs:
             log.warning("reconcile: %s", line)
         return repairs

@@ -1,10 +1,19 @@
-"""The host's kernel as the driver sees it: netlink links plus the bridge forwarding rule."""
+"""The host's kernel as the driver sees it: netlink links, the bridge forwarding rule, sandbox namespaces."""
+
+import os
 
 from freeflow.plugin import firewall, netlink
+from freeflow.router.netns import host_root, in_root
 
 
 class HostKernel:
-    """The real `Kernel` of driver.py; unit tests substitute a fake with the same methods."""
+    """The real `Kernel` of driver.py; unit tests substitute a fake with the same methods.
+
+    `root` is FREEFLOW_HOST_ROOT: where the host's files (sandbox namespaces) are seen from this process.
+    """
+
+    def __init__(self, root: str = "") -> None:
+        self.prefix = host_root(root).rstrip("/")
 
     ensure_bridge = staticmethod(netlink.ensure_bridge)
     ensure_veth = staticmethod(netlink.ensure_veth)
@@ -18,3 +27,6 @@ class HostKernel:
     remote_entries = staticmethod(netlink.remote_entries)
     add_remote = staticmethod(netlink.add_remote)
     remove_remote = staticmethod(netlink.remove_remote)
+
+    def sandbox_exists(self, sandbox_key: str) -> bool:
+        return os.path.exists(in_root(self.prefix, sandbox_key))

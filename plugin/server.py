@@ -37,7 +37,7 @@ def _reconcile_forever(driver: Driver, interval: float, stop: threading.Event) -
 
 
 def build_app(settings: Settings, stop: threading.Event | None = None) -> Flask:
-    driver = Driver(Store(settings.state_dir), HostKernel(), scope=settings.scope,
+    driver = Driver(Store(settings.state_dir), HostKernel(settings.host_root), scope=settings.scope,
                     host_address=settings.host_address)
     log.info("freeflow plugin: scope %s, %d networks and %d endpoints in %s", settings.scope,
              len(driver.state.networks), len(driver.state.endpoints), settings.state_dir)

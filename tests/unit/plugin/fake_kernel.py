@@ -11,6 +11,7 @@ class FakeKernel:
         self.rules: set[str] = set()
         self.remotes: dict[str, set[tuple[str, str, str]]] = {}
         self.fail_on: str | None = None
+        self.lost_sandboxes: set[str] = set()
 
     def ensure_bridge(self, name: str, mtu: int) -> None:
         if self.fail_on == name:
@@ -60,3 +61,6 @@ class FakeKernel:
 
     def remove_remote(self, vxlan: str, ip: str, mac: str, host: str) -> None:
         self.remotes.get(vxlan, set()).discard((ip, mac, host))
+
+    def sandbox_exists(self, sandbox_key: str) -> bool:
+        return sandbox_key not in self.lost_sandboxes

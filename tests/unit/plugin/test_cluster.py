@@ -48,14 +48,16 @@ def orchestrator():
     running.stop()
 
 
-def host(tmp_path, name: str, address: str, orchestrator: Orchestrator, ep: str, ip: str):
+def host(tmp_path, name: str, address: str, orchestrator: Orchestrator, ep: str, ip: str,
+         heartbeat_every: float = 0.2):
     driver = Driver(Store(tmp_path / name), FakeKernel(), scope="global", host_address=address)
     driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
     body = create_endpoint_body(ep=ep)
     body["Interface"]["Address"] = f"{ip}/24"
     driver.create_endpoint(p.CreateEndpointRequest.parse(body))
+    driver.join(p.JoinRequest(NET, ep, f"/var/run/docker/netns/{name}"))
     sync = ClusterSync(driver, OrchestratorClient(f"http://127.0.0.1:{orchestrator.port}", TOKEN, timeout=2),
-                       "", heartbeat_every=0.2, watch_wait=1)
+                       "", heartbeat_every=heartbeat_every, watch_wait=1)
     sync.start()
     return driver, sync
 
@@ -79,6 +81,22 @@ def test_hosts_learn_each_others_endpoints_and_survive_an_orchestrator_restart(t
 
         b.delete_endpoint(p.EndpointRequest(NET, "b" * 64))
         wait_for(lambda: remotes(a) == set(), 10, "a to forget b's endpoint")
+    finally:
+        sync_a.stop.set()
+        sync_b.stop.set()
+
+
+def test_a_new_endpoint_is_reported_at_once_not_at_the_next_heartbeat(tmp_path, orchestrator):
+    a, sync_a = host(tmp_path, "a", "10.99.0.1", orchestrator, "a" * 64, "10.55.0.2", heartbeat_every=3600)
+    b, sync_b = host(tmp_path, "b", "10.99.0.2", orchestrator, "b" * 64, "10.55.0.3", heartbeat_every=3600)
+    try:
+        wait_for(lambda: len(remotes(a)) == 1, 10, "a to learn b's first endpoint")
+        body = create_endpoint_body(ep="c" * 64)
+        body["Interface"]["Address"] = "10.55.0.4/24"
+        b.create_endpoint(p.CreateEndpointRequest.parse(body))
+        assert len(remotes(a)) == 1, "an endpoint is reported once it joins a sandbox"
+        b.join(p.JoinRequest(NET, "c" * 64, "/var/run/docker/netns/c"))
+        wait_for(lambda: len(remotes(a)) == 2, 10, "a to learn b's new endpoint")
     finally:
         sync_a.stop.set()
         sync_b.stop.set()

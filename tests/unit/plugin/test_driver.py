@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from freeflow.plugin import protocol as p
@@ -100,3 +102,20 @@ def test_swarm_wide_network_gets_a_vxlan_and_programs_remote_endpoints(tmp_path)
     assert vxlan_name(NET) not in driver.reconcile() and vxlan_name(NET) in kernel.links
     driver.delete_network(p.NetworkRequest(NET))
     assert kernel.links == {}
+
+
+def test_an_endpoint_whose_sandbox_vanished_leaves_it_after_the_grace_time(tmp_path):
+    kernel = FakeKernel()
+    driver = Driver(Store(tmp_path), kernel, stale_sandbox=0.2)
+    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
+    driver.join(p.JoinRequest(NET, EP, "/var/run/docker/netns/gone"))
+    kernel.lost_sandboxes.add("/var/run/docker/netns/gone")
+    assert driver.reconcile() == [], "a namespace may appear after Join: no verdict at first sight"
+    assert driver.state.endpoints[EP].sandbox_key
+    time.sleep(0.3)
+    [line] = driver.reconcile()
+    assert "left /var/run/docker/netns/gone" in line
+    assert Driver(Store(tmp_path), kernel).state.endpoints[EP].sandbox_key == "", "the leave is saved"
+    driver.join(p.JoinRequest(NET, EP, "/var/run/docker/netns/new"))
+    assert driver.reconcile() == []
