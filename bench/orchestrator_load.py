@@ -35,14 +35,16 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_orchestrator_load(hosts: int = 100, per_host: int = 100, lookups: int = 2000) -> dict[str, float]:
+def run_orchestrator_load(hosts: int = 100, per_host: int = 100, lookups: int = 2000,
+                          store: str = "sqlite") -> dict[str, float]:
+    """`store` is FREEFLOW_ORCHESTRATOR_STORE: `sqlite`, or a running etcd (etcd://HOST:PORT/PREFIX)."""
     with tempfile.TemporaryDirectory() as work:
         token = secrets.token_hex(16)
         Path(work, "token").write_text(token)
         port = _free_port()
         env = {**os.environ, "FREEFLOW_ORCHESTRATOR_BIND": f"127.0.0.1:{port}",
                "FREEFLOW_ORCHESTRATOR_DB": f"{work}/directory.db", "FREEFLOW_ORCHESTRATOR_TOKEN_FILE": f"{work}/token",
-               "FREEFLOW_LEASE_TTL": "600", "FREEFLOW_LOG_LEVEL": "WARNING"}
+               "FREEFLOW_ORCHESTRATOR_STORE": store, "FREEFLOW_LEASE_TTL": "600", "FREEFLOW_LOG_LEVEL": "WARNING"}
         server = subprocess.Popen([sys.executable, "-m", "freeflow.cli", "orchestrator"], env=env)
         client = OrchestratorClient(f"http://127.0.0.1:{port}", token)
         try:

@@ -6,6 +6,7 @@ The table feeds `load_settings` (validation at start-up), `freeflow settings` an
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -24,6 +25,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError("must be a whole number greater than zero")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a TCP port, 1 to 65535")
     return value
 
 
@@ -46,6 +54,34 @@ def _log_level(text: str) -> str:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
     return level
+
+
+@dataclass(frozen=True)
+class EtcdStore:
+    """Where an etcd-backed orchestrator directory lives: etcd's client address and a key prefix."""
+
+    host: str
+    port: int
+    prefix: str
+
+
+_ETCD_STORE = re.compile(r"etcd://(?P<host>[0-9A-Za-z.-]+):(?P<port>[0-9]{1,5})(?:/(?P<prefix>[0-9A-Za-z_.-]+))?")
+
+
+def etcd_store(text: str) -> EtcdStore | None:
+    """The etcd that FREEFLOW_ORCHESTRATOR_STORE names, or None for `sqlite`; ValueError for anything else."""
+    if text == "sqlite":
+        return None
+    match = _ETCD_STORE.fullmatch(text)
+    if not match or not 1 <= int(match["port"]) <= 65535:
+        raise ValueError("must be `sqlite` or `etcd://HOST:PORT` (etcd's client address), optionally followed "
+                         "by `/PREFIX`, a key prefix that lets several clusters share one etcd (default freeflow)")
+    return EtcdStore(match["host"], int(match["port"]), match["prefix"] or "freeflow")
+
+
+def _store(text: str) -> str:
+    etcd_store(text)
+    return text
 
 
 @dataclass(frozen=True)
@@ -76,6 +112,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Host folder of the router's admin socket and of the preload library containers mount."),
     Setting("graft_wait", "FREEFLOW_GRAFT_WAIT", _positive_float, "0.5",
             "Seconds the router waits for the server to accept a connection before leaving it on the overlay."),
+    Setting("graft_port", "FREEFLOW_GRAFT_PORT", _port, "7471",
+            "TCP port on this host's swarm address where other hosts' routers hand over cross-host connections."),
     Setting("channel_memory", "FREEFLOW_CHANNEL_MEMORY", _positive_int, "268435456",
             "Bytes of shared-memory rings each container may hold in live channels."),
     Setting("router", "FREEFLOW_ROUTER", _bool, "1",
@@ -88,6 +126,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Address the orchestrator serves its API on."),
     Setting("orchestrator_db", "FREEFLOW_ORCHESTRATOR_DB", str, "/var/lib/freeflow/orchestrator.db",
             "SQLite file of the orchestrator's directory."),
+    Setting("orchestrator_store", "FREEFLOW_ORCHESTRATOR_STORE", _store, "sqlite",
+            "Where the orchestrator keeps its directory: `sqlite` (the FREEFLOW_ORCHESTRATOR_DB file) or "
+            "`etcd://HOST:PORT[/PREFIX]` (etcd v3, which several orchestrators can share)."),
     Setting("orchestrator_token_file", "FREEFLOW_ORCHESTRATOR_TOKEN_FILE", str, "/run/secrets/freeflow_token",
             "File holding the token every orchestrator write needs (a swarm secret in a stack)."),
     Setting("orchestrator_threads", "FREEFLOW_ORCHESTRATOR_THREADS", _positive_int, "256",
@@ -111,12 +152,14 @@ class Settings:
     host_root: str = ""
     run_dir: str = "/run/freeflow"
     graft_wait: float = 0.5
+    graft_port: int = 7471
     channel_memory: int = 268435456
     router: bool = True
     host_address: str = ""
     orchestrator_url: str = ""
     orchestrator_bind: str = "0.0.0.0:7470"
     orchestrator_db: str = "/var/lib/freeflow/orchestrator.db"
+    orchestrator_store: str = "sqlite"
     orchestrator_token_file: str = "/run/secrets/freeflow_token"
     orchestrator_threads: int = 256
     lease_ttl: float = 15.0

@@ -15,9 +15,9 @@ from typing import Any
 
 from flask import Flask, Response, request
 
-from freeflow.orchestrator.directory import Directory
 from freeflow.orchestrator.errors import BadRequest, NotFound, OrchestratorError, Unauthorized
 from freeflow.orchestrator.schema import Endpoint, Host, Listener, parse
+from freeflow.orchestrator.store import DirectoryStore
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _arg(name: str) -> str:
     return value
 
 
-def create_app(directory: Directory, token: str, lease_ttl: float = 15.0,
+def create_app(directory: DirectoryStore, token: str, lease_ttl: float = 15.0,
                expire_every: float | None = 1.0) -> Flask:
     """The API over `directory`; writes need `token`. With `expire_every`, a thread expires leases."""
     if not token:
@@ -158,10 +158,25 @@ def create_app(directory: Directory, token: str, lease_ttl: float = 15.0,
 
     @route("/v1/listeners", ["GET"])
     def find_listener() -> dict[str, Any]:
+        """With no query, every listener; with network, ip, port and kind, that one listener."""
+        if not request.args:
+            return {"listeners": [vars(x) for x in directory.listeners()]}
         found = directory.listener(_arg("network"), _arg("ip"), _int_arg("port", low=1, high=65535), _arg("kind"))
         if found is None:
             raise NotFound("no such listener")
         return vars(found)
+
+    @route("/v1/hosts/<host_id>/listeners", ["PUT"], write=True)
+    def report_listeners(host_id: str) -> None:
+        body = _body()
+        if not isinstance(body, dict) or not isinstance(body.get("listeners"), list):
+            raise BadRequest('the body must be {"listeners": [...]}')
+        listeners = [parse(Listener, x) for x in body["listeners"]]
+        if any(x.host_id != host_id for x in listeners):
+            raise BadRequest(f"every listener of the report must have host_id {host_id!r}")
+        if not directory.host_known(host_id):
+            raise NotFound(f"host {host_id} has no lease: send its heartbeat first")
+        directory.replace_host_listeners(host_id, listeners)
 
     @route("/v1/watch", ["GET"])
     def watch() -> dict[str, Any]:
@@ -171,12 +186,16 @@ def create_app(directory: Directory, token: str, lease_ttl: float = 15.0,
         return {"revision": revision, "changes": changes, "reset": reset}
 
     if expire_every:
+        stop = threading.Event()
+        app.extensions["freeflow.stop_expiry"] = stop  # setting it ends the expiry thread
+
         def expire_forever() -> None:
-            stop = threading.Event()
             while not stop.wait(expire_every):
                 try:
                     for host_id in directory.expire():
                         log.warning("host %s missed its heartbeats: its endpoints are removed", host_id)
+                except OrchestratorError as exc:
+                    log.warning("lease expiry failed (retrying): %s", exc)
                 except Exception:
                     log.exception("lease expiry failed")
         threading.Thread(target=expire_forever, name="leases", daemon=True).start()

@@ -1,15 +1,21 @@
-"""A small client of the orchestrator API (standard library only), used by plugins and routers."""
+"""A small client of the orchestrator API (standard library only), used by plugins and routers, and the loop
+both use to follow the directory's changes."""
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 from freeflow.orchestrator.errors import OrchestratorError
 from freeflow.orchestrator.schema import Endpoint, Host, Listener, parse
+
+log = logging.getLogger(__name__)
 
 
 class OrchestratorUnavailable(OrchestratorError):
@@ -56,6 +62,13 @@ class OrchestratorClient:
     def put_listener(self, listener: Listener) -> None:
         self._call("PUT", "/v1/listeners", asdict(listener))
 
+    def report_listeners(self, host_id: str, listeners: list[Listener]) -> None:
+        """Replace every accelerated listener of `host_id` by `listeners`."""
+        self._call("PUT", f"/v1/hosts/{host_id}/listeners", {"listeners": [asdict(x) for x in listeners]})
+
+    def listeners(self) -> list[Listener]:
+        return [parse(Listener, x) for x in self._call("GET", "/v1/listeners")["listeners"]]
+
     def endpoints(self, network_id: str | None = None) -> list[Endpoint]:
         query = f"?network={network_id}" if network_id else ""
         return [parse(Endpoint, e) for e in self._call("GET", f"/v1/endpoints{query}")["endpoints"]]
@@ -69,3 +82,30 @@ class OrchestratorClient:
 
     def watch(self, since: int, wait: int = 25) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/watch?since={since}&wait={wait}", timeout=wait + 10))
+
+
+def follow(client: OrchestratorClient, resync: Callable[[], None], stop: threading.Event, wait: int = 25) -> None:
+    """Call `resync` for a full listing, then again after every change the directory reports, until `stop`.
+
+    On a gap in the change log, an error or an orchestrator that is away, it starts over with a full listing
+    (retrying every 2 s); what the caller copied stays as it was in between.
+    """
+    synced = False
+    revision = 0
+    while not stop.is_set():
+        try:
+            if not synced:
+                revision = client.revision()
+                resync()
+                synced = True
+            answer = client.watch(revision, wait)
+            if answer["reset"]:
+                synced = False
+                continue
+            if answer["changes"]:
+                resync()
+            revision = answer["revision"]
+        except OrchestratorUnavailable as exc:
+            log.warning("cannot follow the orchestrator (retrying): %s", exc)
+            synced = False
+            stop.wait(2)

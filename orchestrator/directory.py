@@ -1,203 +1,28 @@
-"""The cluster directory in SQLite: hosts with leases, endpoints, accelerated listeners, and a change log.
-
-Every write appends to the change log under a new revision, so a watcher that knows revision R asks for
-everything after R and misses nothing. A host whose lease expires is removed with everything it owned.
+"""Which directory the orchestrator serves: `open_directory` opens the store the settings name, and
+`Directory` is the default one (SQLite; in memory without a path), as embedded orchestrators and tests use it.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict
-from typing import Any
+import logging
+from pathlib import Path
 
-from freeflow.orchestrator.schema import Endpoint, Host, Listener
+from freeflow.config.settings import Settings, etcd_store
+from freeflow.orchestrator.etcd_directory import EtcdDirectory
+from freeflow.orchestrator.sqlite_directory import SqliteDirectory
+from freeflow.orchestrator.store import DirectoryStore
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS hosts (
-    host_id TEXT PRIMARY KEY, address TEXT NOT NULL, rdma INTEGER NOT NULL, expires REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS endpoints (
-    endpoint_id TEXT PRIMARY KEY, network_id TEXT NOT NULL, ip TEXT NOT NULL, mac TEXT NOT NULL,
-    host_id TEXT NOT NULL REFERENCES hosts(host_id));
-CREATE INDEX IF NOT EXISTS endpoints_by_ip ON endpoints(network_id, ip);
-CREATE INDEX IF NOT EXISTS endpoints_by_host ON endpoints(host_id);
-CREATE TABLE IF NOT EXISTS listeners (
-    network_id TEXT NOT NULL, ip TEXT NOT NULL, port INTEGER NOT NULL, kind TEXT NOT NULL,
-    host_id TEXT NOT NULL REFERENCES hosts(host_id), PRIMARY KEY (network_id, ip, port, kind));
-CREATE TABLE IF NOT EXISTS changes (
-    revision INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, key TEXT NOT NULL,
-    op TEXT NOT NULL, value TEXT);
-"""
+log = logging.getLogger(__name__)
+
+Directory = SqliteDirectory  # the name the API and its tests have always used
 
 
-class Directory:
-    """Thread-safe: one connection guarded by a lock; `changed` wakes watchers after each write."""
-
-    def __init__(self, path: str = ":memory:") -> None:
-        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        self.lock = threading.Lock()
-        self.changed = threading.Condition(self.lock)
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
-            self.changed.notify_all()
-
-    @staticmethod
-    def _log(db: sqlite3.Connection, kind: str, key: str, op: str, value: Any = None) -> None:
-        db.execute("INSERT INTO changes (kind, key, op, value) VALUES (?, ?, ?, ?)",
-                   (kind, key, op, None if value is None else json.dumps(value)))
-
-    # Hosts and leases.
-
-    def heartbeat(self, host: Host, ttl: float, now: float | None = None) -> None:
-        """Create or renew a host's lease."""
-        expires = (time.time() if now is None else now) + ttl
-        with self._write() as db:
-            known = db.execute("SELECT address, rdma FROM hosts WHERE host_id = ?", (host.host_id,)).fetchone()
-            db.execute("INSERT INTO hosts VALUES (?, ?, ?, ?) ON CONFLICT(host_id) DO UPDATE SET "
-                       "address = excluded.address, rdma = excluded.rdma, expires = excluded.expires",
-                       (host.host_id, host.address, int(host.rdma), expires))
-            if known != (host.address, int(host.rdma)):
-                self._log(db, "host", host.host_id, "put", asdict(host))
-
-    def expire(self, now: float | None = None) -> list[str]:
-        """Remove hosts whose lease ran out, with their endpoints and listeners; return their IDs."""
-        now = time.time() if now is None else now
-        with self._write() as db:
-            gone = [row[0] for row in db.execute("SELECT host_id FROM hosts WHERE expires < ?", (now,))]
-            for host_id in gone:
-                self._remove_host(db, host_id)
-        return gone
-
-    def _remove_host(self, db: sqlite3.Connection, host_id: str) -> None:
-        for (endpoint_id,) in db.execute("SELECT endpoint_id FROM endpoints WHERE host_id = ?", (host_id,)).fetchall():
-            self._log(db, "endpoint", endpoint_id, "delete")
-        for network_id, ip, port, kind in db.execute(
-                "SELECT network_id, ip, port, kind FROM listeners WHERE host_id = ?", (host_id,)).fetchall():
-            self._log(db, "listener", f"{network_id}/{ip}/{port}/{kind}", "delete")
-        db.execute("DELETE FROM endpoints WHERE host_id = ?", (host_id,))
-        db.execute("DELETE FROM listeners WHERE host_id = ?", (host_id,))
-        db.execute("DELETE FROM hosts WHERE host_id = ?", (host_id,))
-        self._log(db, "host", host_id, "delete")
-
-    def hosts(self) -> list[Host]:
-        with self.lock:
-            rows = self.db.execute("SELECT host_id, address, rdma FROM hosts ORDER BY host_id").fetchall()
-        return [Host(h, a, bool(r)) for h, a, r in rows]
-
-    def host_known(self, host_id: str) -> bool:
-        with self.lock:
-            return self.db.execute("SELECT 1 FROM hosts WHERE host_id = ?", (host_id,)).fetchone() is not None
-
-    # Endpoints.
-
-    def put_endpoint(self, endpoint: Endpoint) -> None:
-        with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO endpoints VALUES (?, ?, ?, ?, ?)",
-                       (endpoint.endpoint_id, endpoint.network_id, endpoint.ip, endpoint.mac, endpoint.host_id))
-            self._log(db, "endpoint", endpoint.endpoint_id, "put", asdict(endpoint))
-
-    def delete_endpoint(self, endpoint_id: str) -> bool:
-        with self._write() as db:
-            gone = db.execute("DELETE FROM endpoints WHERE endpoint_id = ?", (endpoint_id,)).rowcount > 0
-            if gone:
-                self._log(db, "endpoint", endpoint_id, "delete")
-        return gone
-
-    def replace_host_endpoints(self, host_id: str, endpoints: list[Endpoint]) -> None:
-        """A router's full report: its host's endpoints become exactly `endpoints` (rebuilds the directory
-        after the orchestrator lost its state)."""
-        with self._write() as db:
-            known = {row[0] for row in db.execute("SELECT endpoint_id FROM endpoints WHERE host_id = ?", (host_id,))}
-            for endpoint_id in known - {e.endpoint_id for e in endpoints}:
-                db.execute("DELETE FROM endpoints WHERE endpoint_id = ?", (endpoint_id,))
-                self._log(db, "endpoint", endpoint_id, "delete")
-            for e in endpoints:
-                db.execute("INSERT OR REPLACE INTO endpoints VALUES (?, ?, ?, ?, ?)",
-                           (e.endpoint_id, e.network_id, e.ip, e.mac, e.host_id))
-                self._log(db, "endpoint", e.endpoint_id, "put", asdict(e))
-
-    def lookup(self, network_id: str, ip: str) -> tuple[Endpoint, Host] | None:
-        """The endpoint at `ip` on `network_id` and its host."""
-        with self.lock:
-            row = self.db.execute(
-                "SELECT e.endpoint_id, e.network_id, e.ip, e.mac, e.host_id, h.address, h.rdma "
-                "FROM endpoints e JOIN hosts h USING (host_id) WHERE e.network_id = ? AND e.ip = ?",
-                (network_id, ip)).fetchone()
-        if row is None:
-            return None
-        return Endpoint(*row[:5]), Host(row[4], row[5], bool(row[6]))
-
-    def endpoints(self, network_id: str | None = None) -> list[Endpoint]:
-        query = "SELECT endpoint_id, network_id, ip, mac, host_id FROM endpoints"
-        with self.lock:
-            rows = (self.db.execute(query + " WHERE network_id = ?", (network_id,)) if network_id
-                    else self.db.execute(query)).fetchall()
-        return [Endpoint(*row) for row in rows]
-
-    # Listeners.
-
-    def put_listener(self, listener: Listener) -> None:
-        with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO listeners VALUES (?, ?, ?, ?, ?)",
-                       (listener.network_id, listener.ip, listener.port, listener.kind, listener.host_id))
-            self._log(db, "listener", listener.key, "put", asdict(listener))
-
-    def delete_listener(self, network_id: str, ip: str, port: int, kind: str) -> bool:
-        with self._write() as db:
-            gone = db.execute("DELETE FROM listeners WHERE network_id = ? AND ip = ? AND port = ? AND kind = ?",
-                              (network_id, ip, port, kind)).rowcount > 0
-            if gone:
-                self._log(db, "listener", f"{network_id}/{ip}/{port}/{kind}", "delete")
-        return gone
-
-    def listener(self, network_id: str, ip: str, port: int, kind: str) -> Listener | None:
-        with self.lock:
-            row = self.db.execute("SELECT network_id, ip, port, kind, host_id FROM listeners WHERE network_id = ? "
-                                  "AND ip = ? AND port = ? AND kind = ?", (network_id, ip, port, kind)).fetchone()
-        return Listener(*row) if row else None
-
-    # Watching.
-
-    def revision(self) -> int:
-        with self.lock:
-            return int(self.db.execute("SELECT COALESCE(MAX(revision), 0) FROM changes").fetchone()[0])
-
-    def changes_since(self, revision: int, wait: float = 0.0,
-                      limit: int = 1000) -> tuple[int, list[dict[str, Any]], bool]:
-        """Changes after `revision`, waiting up to `wait` seconds for one: (revision reached, changes, reset).
-
-        `reset` says the watcher's revision is from another life of the directory (it restarted empty):
-        the watcher must list everything again.
-        """
-        deadline = time.monotonic() + wait
-        with self.changed:
-            latest = int(self.db.execute("SELECT COALESCE(MAX(revision), 0) FROM changes").fetchone()[0])
-            if revision > latest:
-                return latest, [], True
-            while True:
-                rows = self.db.execute("SELECT revision, kind, key, op, value FROM changes WHERE revision > ? "
-                                       "ORDER BY revision LIMIT ?", (revision, limit)).fetchall()
-                remaining = deadline - time.monotonic()
-                if rows or remaining <= 0:
-                    break
-                self.changed.wait(remaining)
-            latest = int(self.db.execute("SELECT COALESCE(MAX(revision), 0) FROM changes").fetchone()[0])
-        changes = [{"revision": r, "kind": k, "key": key, "op": op, "value": json.loads(v) if v else None}
-                   for r, k, key, op, v in rows]
-        return (changes[-1]["revision"] if changes else max(revision, latest)), changes, False
+def open_directory(settings: Settings) -> DirectoryStore:
+    """The directory FREEFLOW_ORCHESTRATOR_STORE names: the SQLite file, or a prefix in etcd."""
+    etcd = etcd_store(settings.orchestrator_store)
+    if etcd is not None:
+        log.info("directory in etcd at %s:%d, keys under /%s/", etcd.host, etcd.port, etcd.prefix)
+        return EtcdDirectory(etcd.host, etcd.port, etcd.prefix)
+    log.info("directory in the SQLite file %s", settings.orchestrator_db)
+    Path(settings.orchestrator_db).parent.mkdir(parents=True, exist_ok=True)
+    return SqliteDirectory(settings.orchestrator_db)

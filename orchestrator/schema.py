@@ -83,4 +83,9 @@ class Listener:
 
     @property
     def key(self) -> str:
-        return f"{self.network_id}/{self.ip}/{self.port}/{self.kind}"
+        return listener_key(self.network_id, self.ip, self.port, self.kind)
+
+
+def listener_key(network_id: str, ip: str, port: int, kind: str) -> str:
+    """How changes name a listener: network/ip/port/kind."""
+    return f"{network_id}/{ip}/{port}/{kind}"

@@ -1,4 +1,6 @@
-"""Runs the orchestrator: the directory in SQLite behind the API, served by gunicorn."""
+"""Runs the orchestrator: the directory in the store the settings choose (SQLite or etcd) behind the API,
+served by gunicorn.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from gunicorn.app.base import BaseApplication
 from freeflow.config.settings import Settings
 from freeflow.errors import SettingsError
 from freeflow.orchestrator.app import create_app
-from freeflow.orchestrator.directory import Directory
+from freeflow.orchestrator.directory import open_directory
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +43,10 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        Path(self.settings.orchestrator_db).parent.mkdir(parents=True, exist_ok=True)
-        return create_app(Directory(self.settings.orchestrator_db), self.token, self.settings.lease_ttl)
+        return create_app(open_directory(self.settings), self.token, self.settings.lease_ttl)
 
 
 def serve(settings: Settings) -> None:
     token = read_token(settings)
-    log.info("orchestrator on %s, directory %s", settings.orchestrator_bind, settings.orchestrator_db)
+    log.info("orchestrator on %s", settings.orchestrator_bind)
     _Gunicorn(settings, token).run()

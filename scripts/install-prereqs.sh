@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what FreeFlow needs on a Debian host: the Docker engine (Debian's docker.io), debootstrap,
-# iptables, and the Python package with its test tools. Idempotent.
+# iptables, etcd (the orchestrator's etcd store is tested against it), and the Python package with its
+# test tools. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -9,6 +10,7 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
+command -v etcd >/dev/null || need+=(etcd-server)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]}"
     apt-get update -q

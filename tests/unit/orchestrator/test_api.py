@@ -1,26 +1,25 @@
-"""The orchestrator API: authenticated writes, validated input, leases, lookups and watches."""
+"""The orchestrator API: authenticated writes, validated input, leases, lookups and watches.
+
+Every test runs over both directories, SQLite and etcd (the `stores` fixture in conftest.py).
+"""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from contextlib import closing
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from freeflow.orchestrator.app import create_app
-from freeflow.orchestrator.directory import Directory
+from freeflow.orchestrator.schema import Endpoint, Host, Listener
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NET = "k3v7m0z9q2w4e6r8t1y5u3i0o"
-
-
-@pytest.fixture
-def directory() -> Directory:
-    return Directory()
 
 
 @pytest.fixture
@@ -73,8 +72,6 @@ def test_bad_host_bodies_say_what_is_wrong(client, body, words):
 
 
 def test_leases_expire_with_everything_the_host_owned(directory):
-    from freeflow.orchestrator.schema import Endpoint, Host, Listener
-
     directory.heartbeat(Host("h1", "10.99.0.1", False), ttl=10, now=100)
     directory.heartbeat(Host("h2", "10.99.0.2", False), ttl=10, now=100)
     directory.put_endpoint(Endpoint("ep1", NET, "10.0.0.2", "02:42:0a:00:00:02", "h1"))
@@ -85,7 +82,8 @@ def test_leases_expire_with_everything_the_host_owned(directory):
     assert [e.endpoint_id for e in directory.endpoints()] == ["ep2"]
     assert directory.listener(NET, "10.0.0.2", 80, "graft") is None
     _, changes, _ = directory.changes_since(0)
-    assert {"kind": "endpoint", "key": "ep1", "op": "delete"}.items() <= changes[-3].items()
+    deleted = {(c["kind"], c["key"]) for c in changes[-3:] if c["op"] == "delete"}
+    assert deleted == {("endpoint", "ep1"), ("listener", f"{NET}/10.0.0.2/80/graft"), ("host", "h1")}
 
 
 def test_a_watcher_wakes_up_on_a_change(client, directory):
@@ -102,8 +100,9 @@ def test_a_watcher_wakes_up_on_a_change(client, directory):
 
 
 def test_a_revision_from_another_life_asks_for_a_reset(client):
-    body = client.get("/v1/watch?since=999").get_json()
-    assert body["reset"] is True and body["revision"] == 0
+    latest = client.get("/v1/health").get_json()["revision"]
+    body = client.get(f"/v1/watch?since={latest + 999}").get_json()
+    assert body["reset"] is True and body["revision"] == latest
 
 
 def test_full_report_replaces_a_hosts_endpoints(client, directory):
@@ -116,15 +115,30 @@ def test_full_report_replaces_a_hosts_endpoints(client, directory):
     assert status == 400 and "host_id" in body["error"]
 
 
-def test_state_survives_an_orchestrator_restart(tmp_path):
-    from freeflow.orchestrator.schema import Endpoint, Host
-
-    path = str(tmp_path / "directory.db")
-    first = Directory(path)
+def test_state_survives_an_orchestrator_restart(stores):
+    first = stores.open("kept")
     first.heartbeat(Host("h1", "10.99.0.1", False), ttl=60)
     first.put_endpoint(Endpoint("ep1", NET, "10.0.0.2", "02:42:0a:00:00:02", "h1"))
-    second = Directory(path)
+    second = stores.open("kept")
     assert second.lookup(NET, "10.0.0.2") is not None and second.revision() == first.revision()
+
+
+def test_a_silent_host_expires_and_its_watchers_hear_of_it(directory):
+    client = create_app(directory, TOKEN, lease_ttl=1, expire_every=None).test_client()
+    put(client, "/v1/hosts/h1", {"address": "10.99.0.1", "rdma": False})
+    put(client, "/v1/hosts/h1/endpoints", {"endpoints": [{"endpoint_id": "ep1", **endpoint(0)}]})
+    assert client.get(f"/v1/lookup?network={NET}&ip=10.0.0.2").status_code == 200
+    revision = client.get("/v1/health").get_json()["revision"]
+    answers = []
+    watcher = threading.Thread(target=lambda: answers.append(client.get(f"/v1/watch?since={revision}&wait=10")))
+    watcher.start()
+    time.sleep(1.1)  # the lease (1 s) runs out
+    assert directory.expire() == ["h1"]
+    watcher.join(5)
+    changes = answers[0].get_json()["changes"]
+    assert ("endpoint", "ep1", "delete") in {(c["kind"], c["key"], c["op"]) for c in changes}
+    assert client.get(f"/v1/lookup?network={NET}&ip=10.0.0.2").status_code == 404
+    assert client.get("/v1/hosts").get_json() == {"hosts": []}
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
@@ -135,19 +149,45 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(m
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 @given(path=st.sampled_from(["/v1/hosts/h1", "/v1/endpoints/ep1", "/v1/listeners", "/v1/hosts/h1/endpoints"]),
        body=json_values | st.fixed_dictionaries({"address": json_values, "rdma": json_values}))
-def test_fuzzed_writes_never_fail_inside(path, body):
-    app = create_app(Directory(), TOKEN, expire_every=None).test_client()
-    app.put("/v1/hosts/h1", data=json.dumps({"address": "10.99.0.1", "rdma": False}), headers=AUTH)
-    response = app.put(path, data=json.dumps(body), headers=AUTH)
-    assert response.status_code in (200, 400, 404), response.get_json()
-    assert app.get("/v1/health").status_code == 200
+def test_fuzzed_writes_never_fail_inside(stores, path, body):
+    with closing(stores.open()) as directory:
+        app = create_app(directory, TOKEN, expire_every=None).test_client()
+        app.put("/v1/hosts/h1", data=json.dumps({"address": "10.99.0.1", "rdma": False}), headers=AUTH)
+        response = app.put(path, data=json.dumps(body), headers=AUTH)
+        assert response.status_code in (200, 400, 404), response.get_json()
+        assert app.get("/v1/health").status_code == 200
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(query=st.dictionaries(st.sampled_from(["since", "wait", "network", "ip", "port", "kind"]),
                              st.text(max_size=12), max_size=6))
-def test_fuzzed_queries_never_fail_inside(query):
-    app = create_app(Directory(), TOKEN, expire_every=None).test_client()
-    for path in ("/v1/watch", "/v1/lookup", "/v1/listeners", "/v1/endpoints"):
-        response = app.get(path, query_string=query)
-        assert response.status_code in (200, 400, 404), (path, query, response.get_json())
+def test_fuzzed_queries_never_fail_inside(stores, query):
+    with closing(stores.open()) as directory:
+        app = create_app(directory, TOKEN, expire_every=None).test_client()
+        for path in ("/v1/watch", "/v1/lookup", "/v1/listeners", "/v1/endpoints"):
+            response = app.get(path, query_string=query)
+            assert response.status_code in (200, 400, 404), (path, query, response.get_json())
+
+
+def test_a_hosts_listener_report_replaces_its_listeners_only(client, directory):
+    for host, address in (("h1", "10.99.0.1"), ("h2", "10.99.0.2")):
+        put(client, f"/v1/hosts/{host}", {"address": address, "rdma": False})
+
+    def listener(port: int, host: str = "h1", kind: str = "graft") -> dict:
+        return {"network_id": NET, "ip": "10.0.0.2" if host == "h1" else "10.0.0.3", "port": port, "kind": kind,
+                "host_id": host}
+
+    assert put(client, "/v1/hosts/h2/listeners", {"listeners": [listener(80, "h2")]})[0] == 200
+    assert put(client, "/v1/hosts/h1/listeners", {"listeners": [listener(7000), listener(7001)]})[0] == 200
+    assert put(client, "/v1/hosts/h1/listeners", {"listeners": [listener(7001), listener(7002, kind="channel")]}
+               )[0] == 200
+    listed = client.get("/v1/listeners").get_json()["listeners"]
+    assert sorted((x["host_id"], x["port"], x["kind"]) for x in listed) == [
+        ("h1", 7001, "graft"), ("h1", 7002, "channel"), ("h2", 80, "graft")]
+    status, body = put(client, "/v1/hosts/h1/listeners", {"listeners": [listener(81, "h2")]})
+    assert status == 400 and "host_id" in body["error"]
+    status, body = put(client, "/v1/hosts/h9/listeners", {"listeners": []})
+    assert status == 404 and "heartbeat" in body["error"]
+    assert put(client, "/v1/hosts/h1/listeners", {"listeners": "no"})[0] == 400
+    directory.expire(now=10**12)
+    assert client.get("/v1/listeners").get_json()["listeners"] == []
