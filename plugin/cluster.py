@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from freeflow.orchestrator.client import OrchestratorClient, OrchestratorUnavailable
+from freeflow.orchestrator.client import OrchestratorClient, OrchestratorUnavailable, follow
 from freeflow.orchestrator.schema import Endpoint, Host
 from freeflow.plugin.driver import Driver
 
@@ -28,7 +28,6 @@ class ClusterSync:
         self.watch_wait = watch_wait
         self.stop = threading.Event()
         self.wake = threading.Event()
-        self.revision = 0
 
     @property
     def host(self) -> Host:
@@ -59,7 +58,8 @@ class ClusterSync:
     def start(self) -> None:
         self.driver.on_change.append(self.poke)
         threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
-        threading.Thread(target=self._follow, name="watch", daemon=True).start()
+        threading.Thread(target=follow, name="watch", daemon=True,
+                         args=(self.client, self.resync, self.stop, self.watch_wait)).start()
 
     def _heartbeats(self) -> None:
         while not self.stop.is_set():
@@ -74,23 +74,3 @@ class ClusterSync:
                 log.warning("orchestrator unreachable, existing paths keep working: %s", exc)
             self.wake.wait(self.heartbeat_every)
 
-    def _follow(self) -> None:
-        """Full listing, then changes as they come; on any gap or error, a full listing again."""
-        synced = False
-        while not self.stop.is_set():
-            try:
-                if not synced:
-                    self.revision = self.client.revision()
-                    self.resync()
-                    synced = True
-                answer = self.client.watch(self.revision, self.watch_wait)
-                if answer["reset"]:
-                    synced = False
-                    continue
-                if answer["changes"]:
-                    self.resync()
-                self.revision = answer["revision"]
-            except OrchestratorUnavailable as exc:
-                log.warning("cannot follow the orchestrator (retrying): %s", exc)
-                synced = False
-                self.stop.wait(2)

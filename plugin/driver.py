@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,9 @@ HOST_VETH_PREFIX = "ffh"
 CONTAINER_VETH_PREFIX = "ffc"
 VXLAN_PREFIX = "ffx"
 OWNED_PREFIXES = (BRIDGE_PREFIX, HOST_VETH_PREFIX, CONTAINER_VETH_PREFIX, VXLAN_PREFIX)
+# What our names look like: a prefix and 12 characters of a Docker ID. Only such links are ever removed as
+# orphans, so an operator's `ffx-test` survives.
+OWNED_NAME = re.compile("(" + "|".join(OWNED_PREFIXES) + ")[0-9a-z]{12}")
 DEFAULT_MTU = 1500
 VXLAN_OVERHEAD = 50  # outer Ethernet, IPv4, UDP and VXLAN headers
 MTU_OPTION = "com.docker.network.driver.mtu"
@@ -347,7 +351,7 @@ class Driver:
                     repairs.append(f"recreated veth {endpoint.host_veth}")
             for prefix in OWNED_PREFIXES:
                 for name in self.kernel.links_with_prefix(prefix):
-                    if name not in bridges and name not in veths:
+                    if name not in bridges and name not in veths and OWNED_NAME.fullmatch(name):
                         self.kernel.delete_link(name)
                         repairs.append(f"removed orphan link {name}")
             for bridge in self.kernel.bridges_allowed(BRIDGE_PREFIX):

@@ -1,8 +1,10 @@
-"""Pairs the two ends of a TCP connection and decides its path: grafted socket pair or the overlay.
+"""Pairs the two ends of a TCP connection or channel and decides its path: the overlay, a socket pair or shared
+rings on one host, a host TCP connection (peering.py) between hosts.
 
-Pure logic, free of sockets except the socket pair it creates: the server loop feeds it the caller's
-identity (the sandbox its control socket lives in) and decoded messages, and sends the replies it returns.
-Only endpoints of one freeflow network are ever paired.
+Logic, free of IO except the socket pairs and rings it creates: the server loop feeds it the caller's identity
+(the sandbox its control socket lives in) and decoded messages, and carries out what it returns: replies on
+control connections, dials of other hosts' routers, bridges between rings and host TCP. Only endpoints of one
+freeflow network are ever paired; what lives on other hosts comes from the cluster view (cluster.py).
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import socket
 import time
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from freeflow.router import protocol as p
-from freeflow.shm.channel import channel_fds
+from freeflow.router.peering import ACCEPTED, Kind, Preamble
+from freeflow.shm.channel import ChannelFds, channel_fds
 from freeflow.shm.ring import Ring
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,13 @@ class Endpoint:
     sandbox: str
 
 
+class Cluster(Protocol):
+    """What the broker asks of the cluster view: where remote endpoints live, what listens there."""
+
+    def host_of(self, network_id: str, ip: str) -> str | None: ...
+    def listens(self, network_id: str, ip: str, port: int, kind: str) -> bool: ...
+
+
 @dataclass
 class Reply:
     """A message for one control connection; the descriptors are the broker's and closed once sent."""
@@ -47,14 +58,51 @@ class Reply:
 
 
 @dataclass
+class Dial:
+    """Dial the router of `host` and send `preamble`; once it answers ACCEPTED, send `accepted` (for a graft,
+    with the new TCP socket appended to its descriptors) and bridge `bridge` (a channel's rings) to the socket.
+    On any failure, `failed` goes to the same connection and every descriptor here is closed."""
+
+    host: str
+    preamble: Preamble
+    accepted: Reply
+    failed: Reply
+    bridge: ChannelFds | None = None
+
+
+@dataclass
+class Bridge:
+    """Move a channel's bytes between the rings of `fds` and the host TCP socket `sock` (a bridge process)."""
+
+    fds: ChannelFds
+    sock: socket.socket
+
+
+Action = Reply | Dial | Bridge
+
+
+@dataclass
 class Flow:
-    """A connection announced by INTENT, waiting for GRAFT from both ends."""
+    """A connection announced by INTENT, waiting for GRAFT from both ends (or from the client alone, when the
+    server is on `remote_host`)."""
 
     key: FlowKey
     client_sandbox: str
     server_sandbox: str
     deadline: float
     waiting: dict[int, Conn] = field(default_factory=dict)  # role -> control connection
+    remote_host: str = ""
+
+
+@dataclass
+class RemoteHalf:
+    """One side of a cross-host graft that arrived first: a server's GRAFT (`conn`) waiting for the other
+    host's router, or that router's TCP connection (`sock`) waiting for the server's GRAFT."""
+
+    deadline: float
+    conn: Conn = None
+    sandbox: str = ""
+    sock: socket.socket | None = None
 
 
 @dataclass
@@ -62,10 +110,11 @@ class GraftRecord:
     """A grafted connection, for `freeflow status`."""
 
     key: FlowKey
-    client_sandbox: str
-    server_sandbox: str
-    inodes: tuple[int, int]
+    client_sandbox: str  # "" when the client is on another host
+    server_sandbox: str  # "" when the server is on another host
+    inodes: tuple[int, ...]
     created: float
+    path: str = "grafted"
 
 
 @dataclass
@@ -81,6 +130,11 @@ class ChannelRecord:
     lifelines: tuple[int, int]
     rings: list[Ring]
     created: float
+
+    @property
+    def path(self) -> str:
+        """Shared memory between the two containers, or each side's rings bridged over host TCP."""
+        return "shm" if self.client_sandbox and self.server_sandbox else "shm, bridged over host TCP"
 
     @property
     def memory(self) -> int:
@@ -99,17 +153,19 @@ GO = p.VerdictReply(p.Verdict.GO, 0, p.Reason.NONE)
 
 class Broker:
     def __init__(self, graft_wait: float = 0.5, intent_ttl: float = 5.0,
-                 channel_memory: int = 256 << 20) -> None:
+                 channel_memory: int = 256 << 20, cluster: Cluster | None = None) -> None:
+        self.cluster = cluster
         self.graft_wait = graft_wait
         self.intent_ttl = intent_ttl
         self.channel_memory = channel_memory
         self.channel_listeners: dict[tuple[str, int], Conn] = {}
         self.channels: list[ChannelRecord] = []
-        self._channel_ids = itertools.count(1)
+        self._channel_ids = itertools.count()
         self.endpoints: list[Endpoint] = []
         self.listeners: dict[tuple[str, int], set[Conn]] = {}
         self.flows: dict[FlowKey, Flow] = {}
         self.grafts: list[GraftRecord] = []
+        self.remote_halves: dict[FlowKey, RemoteHalf] = {}
         self.overlay_decisions = 0
 
     def set_endpoints(self, endpoints: Iterable[Endpoint]) -> None:
@@ -125,17 +181,47 @@ class Broker:
                     return mine, other
         return None
 
+    def _remote_peer(self, sandbox: str, peer_ip: str) -> tuple[Endpoint, str] | None:
+        """(caller's endpoint, host address) when `peer_ip` is an endpoint on another host of a network the
+        caller is on."""
+        if self.cluster is None:
+            return None
+        for mine in self.endpoints:
+            if mine.sandbox == sandbox:
+                host = self.cluster.host_of(mine.network_id, peer_ip)
+                if host:
+                    return mine, host
+        return None
+
+    def _local(self, network_id: str, ip: str) -> Endpoint | None:
+        return next((e for e in self.endpoints if e.network_id == network_id and e.ip == ip and e.sandbox), None)
+
     # Requests.
 
-    def intent(self, conn: Conn, sandbox: str, msg: p.Intent, now: float | None = None) -> list[Reply]:
+    def intent(self, conn: Conn, sandbox: str, msg: p.Intent, now: float | None = None) -> list[Action]:
         now = time.monotonic() if now is None else now
         pair = self._peer(sandbox, msg.dst_ip)
-        if pair is None or not self.listeners.get((pair[1].sandbox, msg.dst_port)):
+        if pair is None:
+            return self._remote_intent(conn, sandbox, msg, now)
+        if not self.listeners.get((pair[1].sandbox, msg.dst_port)):
             self.overlay_decisions += 1
-            return [Reply(conn, overlay(p.Reason.NO_PEER if pair is None else p.Reason.NO_LISTENER))]
+            return [Reply(conn, overlay(p.Reason.NO_LISTENER))]
         mine, server = pair
         key = (mine.network_id, mine.ip, msg.src_port, server.ip, msg.dst_port)
         self.flows[key] = Flow(key, sandbox, server.sandbox, now + self.intent_ttl)
+        return [Reply(conn, GO)]
+
+    def _remote_intent(self, conn: Conn, sandbox: str, msg: p.Intent, now: float) -> list[Action]:
+        remote = self._remote_peer(sandbox, msg.dst_ip)
+        if remote is None or self.cluster is None:
+            self.overlay_decisions += 1
+            return [Reply(conn, overlay(p.Reason.NO_PEER))]
+        mine, host = remote
+        if not self.cluster.listens(mine.network_id, msg.dst_ip, msg.dst_port, "graft"):
+            self.overlay_decisions += 1
+            return [Reply(conn, overlay(p.Reason.NO_LISTENER))]
+        key = (mine.network_id, mine.ip, msg.src_port, msg.dst_ip, msg.dst_port)
+        self.flows[key] = Flow(key, sandbox, "", now + self.intent_ttl, remote_host=host)
         return [Reply(conn, GO)]
 
     def listen(self, conn: Conn, sandbox: str, msg: p.Listen) -> list[Reply]:
@@ -143,11 +229,11 @@ class Broker:
         log.debug("listener on port %d in %s", msg.port, sandbox)
         return [Reply(conn, GO)]
 
-    def graft(self, conn: Conn, sandbox: str, msg: p.Graft, now: float | None = None) -> list[Reply]:
+    def graft(self, conn: Conn, sandbox: str, msg: p.Graft, now: float | None = None) -> list[Action]:
         now = time.monotonic() if now is None else now
         pair = self._peer(sandbox, msg.peer_ip)
         if pair is None:
-            return [Reply(conn, overlay(p.Reason.NO_PEER))]
+            return self._remote_graft(conn, sandbox, msg, now)
         mine, peer = pair
         if msg.role == p.Role.CLIENT:
             key = (mine.network_id, mine.ip, msg.local_port, peer.ip, msg.peer_port)
@@ -172,40 +258,163 @@ class Broker:
             Reply(flow.waiting[p.Role.SERVER], p.GraftedReply(client_ip, client_port), [server_end.detach()]),
         ]
 
+    def _remote_graft(self, conn: Conn, sandbox: str, msg: p.Graft, now: float) -> list[Action]:
+        remote = self._remote_peer(sandbox, msg.peer_ip)
+        if remote is None:
+            return [Reply(conn, overlay(p.Reason.NO_PEER))]
+        mine, _ = remote
+        if msg.role == p.Role.CLIENT:
+            key = (mine.network_id, mine.ip, msg.local_port, msg.peer_ip, msg.peer_port)
+            flow = self.flows.pop(key, None)
+            if flow is None or flow.client_sandbox != sandbox or not flow.remote_host:
+                return [Reply(conn, overlay(p.Reason.NO_LISTENER))]
+            preamble = Preamble(Kind.GRAFT, *key)
+            return [Dial(flow.remote_host, preamble, Reply(conn, p.GraftedReply(msg.peer_ip, msg.peer_port)),
+                         Reply(conn, overlay(p.Reason.PEER_GONE)))]
+        key = (mine.network_id, msg.peer_ip, msg.peer_port, mine.ip, msg.local_port)
+        if not self.listeners.get((sandbox, msg.local_port)):
+            return [Reply(conn, overlay(p.Reason.NO_LISTENER))]
+        half = self.remote_halves.pop(key, None)
+        if half is not None and half.sock is not None:
+            return self._join_remote(key, sandbox, conn, half.sock)
+        self.remote_halves[key] = RemoteHalf(now + self.graft_wait, conn=conn, sandbox=sandbox)
+        return [] if half is None else [Reply(half.conn, overlay(p.Reason.PEER_GONE))]
+
+    def _join_remote(self, key: FlowKey, sandbox: str, conn: Conn, sock: socket.socket) -> list[Action]:
+        """The server's GRAFT meets the client host's TCP connection: accept it and hand it over."""
+        try:
+            sock.send(ACCEPTED)
+        except OSError as exc:
+            log.info("the router of %s:%d went away before the graft: %s", key[1], key[2], exc)
+            sock.close()
+            return [Reply(conn, overlay(p.Reason.PEER_GONE))]
+        self.record_graft(key, "", sandbox, sock)
+        _, client_ip, client_port, _, _ = key
+        log.info("grafted %s:%d (another host) -> %s:%d over host TCP", client_ip, client_port, key[3], key[4])
+        return [Reply(conn, p.GraftedReply(client_ip, client_port), [sock.detach()])]
+
+    def record_graft(self, key: FlowKey, client_sandbox: str, server_sandbox: str, sock: socket.socket) -> None:
+        """A cross-host graft is made (on the client's host once the dial was accepted), for the status."""
+        self.grafts.append(GraftRecord(key, client_sandbox, server_sandbox, (_inode(sock),), time.time(),
+                                       "grafted (host TCP)"))
+
+    def inbound(self, preamble: Preamble, sock: socket.socket, source: str,
+                now: float | None = None) -> list[Action]:
+        """Another host's router dialled in (signature checked) for a flow to a container here. Refusals close
+        `sock`: that router then leaves its client on the overlay or on TCP."""
+        now = time.monotonic() if now is None else now
+        network, client_ip, _, server_ip, server_port = preamble.key
+        server = self._local(network, server_ip)
+        host = self.cluster.host_of(network, client_ip) if self.cluster else None
+        if server is None or host != source:
+            log.warning("refused a %s from %s for %s:%d: %s", "channel" if preamble.kind == Kind.CHANNEL else "graft",
+                        source, server_ip, server_port, "no such endpoint here" if server is None else
+                        f"its client {client_ip} is not an endpoint of {source} on network {network[:12]}")
+            sock.close()
+            return []
+        if preamble.kind == Kind.CHANNEL:
+            return self._inbound_channel(preamble, sock, server)
+        if not self.listeners.get((server.sandbox, server_port)):
+            sock.close()
+            return []
+        half = self.remote_halves.pop(preamble.key, None)
+        if half is not None and half.sock is None:
+            return self._join_remote(preamble.key, half.sandbox, half.conn, sock)
+        if half is not None and half.sock is not None:
+            half.sock.close()  # a second dial for the same flow replaces the first
+        self.remote_halves[preamble.key] = RemoteHalf(now + self.graft_wait, sock=sock)
+        return []
+
     def channel_listen(self, conn: Conn, sandbox: str, msg: p.ChannelListen) -> list[Reply]:
         self.channel_listeners[(sandbox, msg.port)] = conn
         return [Reply(conn, GO)]
 
     def channel_connect(self, conn: Conn, sandbox: str, msg: p.ChannelConnect,
-                        live_sockets: set[int]) -> list[Reply]:
-        """Make a channel to a channel listener of the same network; `live_sockets` are the inodes of the
-        host's open unix sockets, which tell which earlier channels still count against the memory cap."""
+                        live_sockets: set[int]) -> list[Action]:
+        """Make a channel to a channel listener of the same network, here or on another host (the two routers
+        then bridge it over host TCP); `live_sockets` are the inodes of the host's open unix sockets, which
+        tell which earlier channels still count against the memory cap."""
         pair = self._peer(sandbox, msg.dst_ip)
-        listener = pair and self.channel_listeners.get((pair[1].sandbox, msg.dst_port))
-        if pair is None or listener is None:
-            return [Reply(conn, overlay(p.Reason.NO_PEER if pair is None else p.Reason.NO_LISTENER))]
+        if pair is None:
+            return self._remote_channel(conn, sandbox, msg, live_sockets)
+        listener = self.channel_listeners.get((pair[1].sandbox, msg.dst_port))
+        if listener is None:
+            return [Reply(conn, overlay(p.Reason.NO_LISTENER))]
         mine, server = pair
         self.prune_channels(live_sockets)
-        for who in {sandbox, server.sandbox}:
-            used = sum(c.memory for c in self.channels if who in (c.client_sandbox, c.server_sandbox))
-            if used + 2 * msg.ring_size > self.channel_memory:
-                log.warning("channel %s -> %s:%d refused: %s would use %d of its %d bytes of channel memory",
-                            mine.ip, msg.dst_ip, msg.dst_port, who, used + 2 * msg.ring_size, self.channel_memory)
-                return [Reply(conn, p.VerdictReply(p.Verdict.REFUSED, 0, p.Reason.MEMORY_CAP))]
+        refused = self._over_cap(conn, {sandbox, server.sandbox}, msg.ring_size, f"{mine.ip} -> {msg.dst_ip}")
+        if refused:
+            return refused
         client_fds, server_fds = channel_fds(msg.ring_size)
-        channel_id = next(self._channel_ids) & 0xFFFF
-        self.channels.append(ChannelRecord(
-            channel_id, sandbox, server.sandbox, mine.ip, f"{server.ip}:{msg.dst_port}", msg.ring_size,
-            (os.fstat(client_fds.lifeline).st_ino, os.fstat(server_fds.lifeline).st_ino),
-            [Ring.attach(client_fds.tx), Ring.attach(server_fds.tx)], time.time()))
-        log.info("channel %d: %s -> %s:%d, rings of %d bytes", channel_id, mine.ip, server.ip, msg.dst_port,
-                 msg.ring_size)
+        channel_id = self._new_channel(sandbox, server.sandbox, mine.ip, f"{server.ip}:{msg.dst_port}",
+                                       msg.ring_size, client_fds, server_fds)
         return [
             Reply(conn, p.ChannelReady(server.ip, msg.dst_port, channel_id, msg.ring_size),
                   list(dataclasses.astuple(client_fds))),
             Reply(listener, p.ChannelOffer(mine.ip, 0, channel_id, msg.ring_size),
                   list(dataclasses.astuple(server_fds))),
         ]
+
+    def _remote_channel(self, conn: Conn, sandbox: str, msg: p.ChannelConnect,
+                        live_sockets: set[int]) -> list[Action]:
+        remote = self._remote_peer(sandbox, msg.dst_ip)
+        if remote is None or self.cluster is None:
+            return [Reply(conn, overlay(p.Reason.NO_PEER))]
+        mine, host = remote
+        if not self.cluster.listens(mine.network_id, msg.dst_ip, msg.dst_port, "channel"):
+            return [Reply(conn, overlay(p.Reason.NO_LISTENER))]
+        self.prune_channels(live_sockets)
+        refused = self._over_cap(conn, {sandbox}, msg.ring_size, f"{mine.ip} -> {msg.dst_ip}")
+        if refused:
+            return refused
+        client_fds, bridge_fds = channel_fds(msg.ring_size)
+        channel_id = self._new_channel(sandbox, "", mine.ip, f"{msg.dst_ip}:{msg.dst_port}", msg.ring_size,
+                                       client_fds, bridge_fds)
+        # A channel has no client port: its ID (unique on this host) stands in for one in the flow key.
+        preamble = Preamble(Kind.CHANNEL, mine.network_id, mine.ip, channel_id, msg.dst_ip, msg.dst_port,
+                            msg.ring_size)
+        ready = p.ChannelReady(msg.dst_ip, msg.dst_port, channel_id, msg.ring_size)
+        return [Dial(host, preamble, Reply(conn, ready, list(dataclasses.astuple(client_fds))),
+                     Reply(conn, overlay(p.Reason.NO_LISTENER)), bridge_fds)]
+
+    def _inbound_channel(self, preamble: Preamble, sock: socket.socket, server: Endpoint) -> list[Action]:
+        listener = self.channel_listeners.get((server.sandbox, preamble.server_port))
+        where = f"{preamble.client_ip} (another host) -> {preamble.server_ip}"
+        if listener is None or self._over_cap(None, {server.sandbox}, preamble.ring_size, where):
+            sock.close()
+            return []
+        try:
+            sock.send(ACCEPTED)
+        except OSError:
+            sock.close()
+            return []
+        bridge_fds, server_fds = channel_fds(preamble.ring_size)
+        channel_id = self._new_channel("", server.sandbox, preamble.client_ip,
+                                       f"{server.ip}:{preamble.server_port}", preamble.ring_size, bridge_fds,
+                                       server_fds)
+        return [Reply(listener, p.ChannelOffer(preamble.client_ip, 0, channel_id, preamble.ring_size),
+                      list(dataclasses.astuple(server_fds))),
+                Bridge(bridge_fds, sock)]
+
+    def _over_cap(self, conn: Conn, sandboxes: set[str], ring_size: int, what: str) -> list[Action]:
+        """A refusal when a new channel would take a sandbox over its channel memory; [] when it fits."""
+        for who in sandboxes:
+            used = sum(c.memory for c in self.channels if who in (c.client_sandbox, c.server_sandbox))
+            if used + 2 * ring_size > self.channel_memory:
+                log.warning("channel %s refused: %s would use %d of its %d bytes of channel memory",
+                            what, who, used + 2 * ring_size, self.channel_memory)
+                return [Reply(conn, p.VerdictReply(p.Verdict.REFUSED, 0, p.Reason.MEMORY_CAP))]
+        return []
+
+    def _new_channel(self, client_sandbox: str, server_sandbox: str, client: str, server: str, ring_size: int,
+                     client_fds: ChannelFds, server_fds: ChannelFds) -> int:
+        channel_id = next(self._channel_ids) % 0xFFFF + 1  # 16 bits, never 0 (it is a port on the wire)
+        self.channels.append(ChannelRecord(
+            channel_id, client_sandbox, server_sandbox, client, server, ring_size,
+            (os.fstat(client_fds.lifeline).st_ino, os.fstat(server_fds.lifeline).st_ino),
+            [Ring.attach(client_fds.tx), Ring.attach(server_fds.tx)], time.time()))
+        log.info("channel %d: %s -> %s, rings of %d bytes", channel_id, client, server, ring_size)
+        return channel_id
 
     def prune_channels(self, live_sockets: set[int]) -> None:
         """Forget channels whose two ends are both gone, releasing the router's mappings of them."""
@@ -224,12 +433,23 @@ class Broker:
                 del self.listeners[key]
         for key in [k for k, c in self.channel_listeners.items() if c == conn]:
             del self.channel_listeners[key]
+        for flow_key in [k for k, half in self.remote_halves.items() if half.conn == conn]:
+            del self.remote_halves[flow_key]
         return self._drop_flows([f for f in self.flows.values() if conn in f.waiting.values()], skip=conn)
 
     def expire(self, now: float | None = None) -> list[Reply]:
-        """Flows past their deadline fall back to the overlay; whoever waits is told so."""
+        """Flows past their deadline fall back to the overlay; whoever waits is told so. A remote router's
+        connection that no server took is closed (that router then leaves its client on the overlay)."""
         now = time.monotonic() if now is None else now
-        return self._drop_flows([f for f in self.flows.values() if f.deadline <= now])
+        replies = self._drop_flows([f for f in self.flows.values() if f.deadline <= now])
+        for key in [k for k, half in self.remote_halves.items() if half.deadline <= now]:
+            half = self.remote_halves.pop(key)
+            if half.sock is not None:
+                half.sock.close()
+            else:
+                self.overlay_decisions += 1
+                replies.append(Reply(half.conn, overlay(p.Reason.PEER_GONE)))
+        return replies
 
     def _drop_flows(self, flows: list[Flow], skip: Conn | None = None) -> list[Reply]:
         replies = []
@@ -240,7 +460,16 @@ class Broker:
         return replies
 
     def next_deadline(self) -> float | None:
-        return min((f.deadline for f in self.flows.values()), default=None)
+        deadlines = [f.deadline for f in self.flows.values()] + [h.deadline for h in self.remote_halves.values()]
+        return min(deadlines, default=None)
+
+    def published_listeners(self) -> set[tuple[str, str, int, str]]:
+        """(network, ip, port, kind) of every accelerated listener here, for the orchestrator."""
+        found = set()
+        for kind, ports in (("graft", self.listeners), ("channel", self.channel_listeners)):
+            for sandbox, port in ports:
+                found |= {(e.network_id, e.ip, port, kind) for e in self.endpoints if e.sandbox == sandbox}
+        return found
 
     def forget_sandbox(self, sandbox: str) -> None:
         """A container left: nothing of it may be paired any more."""

@@ -1,13 +1,17 @@
-"""The router's event loop: a control socket in every joined container, the broker, and an admin socket.
+"""The router's event loop: a control socket in every joined container, the broker, and an admin socket;
+in a swarm also the peering port other hosts' routers dial, the dials it makes itself, and channel bridges.
 
 It follows the plugin's state file (which endpoints are joined, in which sandbox), binds `@freeflow` in
-each sandbox, decodes control messages and sends the broker's replies. It is never on the data path, so
-killing it loses no established connection; a new router binds the sockets again from the state file.
+each sandbox, decodes control messages and carries out the broker's actions. It is never on the data path
+(cross-host channels go through bridge processes of their own), so killing it loses no established
+connection; a new router binds the sockets again from the state file.
 """
 
 from __future__ import annotations
 
 import array
+import dataclasses
+import errno
 import fcntl
 import importlib
 import json
@@ -16,6 +20,8 @@ import os
 import selectors
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +31,13 @@ from typing import Any
 import freeflow.client
 from freeflow.config.settings import Settings
 from freeflow.errors import FreeFlowError
+from freeflow.orchestrator.client import OrchestratorClient
+from freeflow.orchestrator.server import read_token
 from freeflow.plugin.store import Store
+from freeflow.router import peering
 from freeflow.router import protocol as p
-from freeflow.router.broker import Broker, Endpoint, Reply
+from freeflow.router.broker import Action, Bridge, Broker, Dial, Endpoint, Reply
+from freeflow.router.cluster import ClusterView
 from freeflow.router.errors import NamespaceError, RouterError
 from freeflow.router.netns import bind_abstract, host_root, in_root
 from freeflow.router.status import connection_status, unix_inodes
@@ -35,6 +45,8 @@ from freeflow.router.status import connection_status, unix_inodes
 log = logging.getLogger(__name__)
 
 MAX_CONNS_PER_SANDBOX = 1024
+MAX_INBOUND = 1024  # other routers' connections that have not yet sent their preamble
+PREAMBLE_WAIT = 2.0  # seconds another router has to send its preamble
 STATE_POLL = 0.2
 # A joined sandbox's namespace file appears when Docker starts the container, often after Join.
 NAMESPACE_POLL = 0.02
@@ -71,14 +83,45 @@ class Control:
     buffer: bytearray = field(default_factory=bytearray)
 
 
+@dataclass
+class Dialling:
+    """A dial of another host's router: connecting, then waiting for its ACCEPTED byte."""
+
+    dial: Dial
+    sock: socket.socket
+    deadline: float
+    connected: bool = False
+
+
+@dataclass
+class Inbound:
+    """Another host's router dialled in; its preamble is still arriving."""
+
+    sock: socket.socket
+    source: str
+    deadline: float
+    buffer: bytearray = field(default_factory=bytearray)
+
+
 class Router:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.prefix = host_root(settings.host_root).rstrip("/")
         self.store = Store(settings.state_dir)
         self.run_dir = Path(self.host(settings.run_dir))
-        self.broker = Broker(graft_wait=settings.graft_wait, channel_memory=settings.channel_memory)
+        self.token = ""
+        self.cluster: ClusterView | None = None
+        if settings.scope == "global" and settings.orchestrator_url:
+            self.token = read_token(settings)
+            self.cluster = ClusterView(OrchestratorClient(settings.orchestrator_url, self.token),
+                                       settings.lease_ttl / 3)
+        self.broker = Broker(graft_wait=settings.graft_wait, channel_memory=settings.channel_memory,
+                             cluster=self.cluster)
         self.selector = selectors.DefaultSelector()
+        self.peering: socket.socket | None = None
+        self.dialling: dict[socket.socket, Dialling] = {}
+        self.inbound: dict[socket.socket, Inbound] = {}
+        self.bridges: list[subprocess.Popen[bytes]] = []
         self.sandboxes: dict[str, socket.socket] = {}
         self.conns: dict[socket.socket, Control] = {}
         self.state_mtime = -1.0
@@ -109,6 +152,8 @@ class Router:
         self.admin.listen(16)
         self.admin.setblocking(False)
         self.selector.register(self.admin, selectors.EVENT_READ, "admin")
+        if self.cluster is not None:
+            self.cluster.start()
         self.follow_state()
         log.info("router ready: %d sandboxes, admin socket %s", len(self.sandboxes), path)
 
@@ -147,6 +192,9 @@ class Router:
             endpoints = [Endpoint(ep.endpoint_id, ep.network_id, ep.address.split("/")[0], ep.sandbox_key)
                          for ep in state.endpoints.values() if ep.sandbox_key and ep.address]
             self.broker.set_endpoints(endpoints)
+            addresses = {n.local_address for n in state.networks.values() if n.local_address}
+            if self.cluster is not None and (self.settings.host_address or addresses):
+                self._peer_on(self.settings.host_address or sorted(addresses)[0])
             self.wanted = {ep.sandbox for ep in endpoints}
             for sandbox in set(self.sandboxes) - self.wanted:
                 self._drop_sandbox(sandbox)
@@ -169,6 +217,27 @@ class Router:
         self.selector.register(sock, selectors.EVENT_READ, ("listener", sandbox))
         log.info("control socket bound in %s", sandbox)
 
+    def _peer_on(self, address: str) -> None:
+        """Listen for other hosts' routers on this host's swarm address (once it is known)."""
+        assert self.cluster is not None
+        if self.cluster.host_id == address and self.peering is not None:
+            return
+        if self.peering is not None:
+            self.selector.unregister(self.peering)
+            self.peering.close()
+            self.peering = None
+        self.cluster.host_id = address
+        try:
+            sock = socket.create_server((address, self.settings.graft_port), backlog=128)
+        except OSError as exc:
+            log.error("cannot listen for other hosts' routers on %s:%d: %s; cross-host connections stay on the "
+                      "overlay", address, self.settings.graft_port, exc.strerror)
+            return
+        sock.setblocking(False)
+        self.peering = sock
+        self.selector.register(sock, selectors.EVENT_READ, "peering")
+        log.info("listening for other hosts' routers on %s:%d", address, self.settings.graft_port)
+
     def _drop_sandbox(self, sandbox: str) -> None:
         sock = self.sandboxes.pop(sandbox)
         self.selector.unregister(sock)
@@ -185,19 +254,29 @@ class Router:
         next_poll = 0.0
         while True:
             poll = NAMESPACE_POLL if self.wanted - set(self.sandboxes) else STATE_POLL
-            deadline = self.broker.next_deadline()
-            timeout = poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic()))
-            for key, _ in self.selector.select(timeout):
-                self._dispatch(key)
+            deadlines = [d for d in (self.broker.next_deadline(), self._next_peering_deadline()) if d is not None]
+            timeout = max(0.0, min([poll, *(d - time.monotonic() for d in deadlines)]))
+            for key, events in self.selector.select(timeout):
+                self._dispatch(key, events)
             self._send(self.broker.expire())
+            self._expire_peering()
             if time.monotonic() >= next_poll:
                 self.follow_state()
+                self._reap_bridges()
                 next_poll = time.monotonic() + poll
+            if self.cluster is not None:
+                self.cluster.publish(self.broker.published_listeners())
 
-    def _dispatch(self, key: selectors.SelectorKey) -> None:
+    def _dispatch(self, key: selectors.SelectorKey, events: int) -> None:
         data = key.data
         if data == "admin":
             self._serve_admin()
+        elif data == "peering":
+            self._accept_peer()
+        elif isinstance(data, Dialling):
+            self._dial_progress(data)
+        elif isinstance(data, Inbound):
+            self._read_preamble(data)
         elif isinstance(data, tuple):
             self._accept(data[1])
         else:
@@ -241,7 +320,7 @@ class Router:
             log.warning("closing a control connection from %s: %s", control.sandbox, exc)
             self._close(control)
 
-    def _handle(self, control: Control, msg: p.Message) -> list[Reply]:
+    def _handle(self, control: Control, msg: p.Message) -> list[Action]:
         if isinstance(msg, p.Intent):
             return self.broker.intent(control.sock, control.sandbox, msg)
         if isinstance(msg, p.Graft):
@@ -254,22 +333,29 @@ class Router:
             return self.broker.channel_connect(control.sock, control.sandbox, msg, unix_inodes())
         raise p.ProtocolError(f"{type(msg).__name__} is not a request")
 
-    def _send(self, replies: list[Reply]) -> None:
-        for reply in replies:
-            control = self.conns.get(reply.conn)  # type: ignore[call-overload]
-            try:
-                if control is None:
-                    continue
-                fds = reply.fds
-                ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    def _send(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Dial):
+                self._dial(action)
+            elif isinstance(action, Bridge):
+                self._start_bridge(action)
+            else:
+                self._reply(action)
+
+    def _reply(self, reply: Reply) -> None:
+        control = self.conns.get(reply.conn)  # type: ignore[call-overload]
+        try:
+            if control is not None:
+                ancillary = ([(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", reply.fds))]
+                             if reply.fds else [])
                 control.sock.sendmsg([reply.message.encode()], ancillary)
-            except OSError as exc:
-                log.warning("cannot answer a control connection of %s: %s", control.sandbox if control else "?", exc)
-                if control is not None:
-                    self._close(control)
-            finally:
-                for fd in reply.fds:
-                    os.close(fd)
+        except OSError as exc:
+            log.warning("cannot answer a control connection of %s: %s", control.sandbox if control else "?", exc)
+            if control is not None:
+                self._close(control)
+        finally:
+            for fd in reply.fds:
+                os.close(fd)
 
     def _close(self, control: Control) -> None:
         if self.conns.pop(control.sock, None) is None:
@@ -277,6 +363,152 @@ class Router:
         self.selector.unregister(control.sock)
         self._send(self.broker.closed(control.sock))
         control.sock.close()
+
+    # Other hosts' routers (peering.py).
+
+    def _dial(self, dial: Dial) -> None:
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        except OSError as exc:
+            log.warning("cannot dial %s: %s", dial.host, exc.strerror)
+            self._dial_failed(dial)
+            return
+        try:
+            # From this host's swarm address: the other router checks the dial comes from the client's host.
+            if self.cluster is not None and self.cluster.host_id:
+                sock.bind((self.cluster.host_id, 0))
+            code = sock.connect_ex((dial.host, self.settings.graft_port))
+        except OSError as exc:
+            code = exc.errno or errno.EADDRNOTAVAIL
+        if code not in (0, errno.EINPROGRESS):
+            log.warning("cannot dial the router of %s: %s", dial.host, os.strerror(code))
+            sock.close()
+            self._dial_failed(dial)
+            return
+        # The other router waits graft_wait for its server's GRAFT before it answers.
+        dialling = Dialling(dial, sock, time.monotonic() + self.settings.graft_wait + 1.0)
+        self.dialling[sock] = dialling
+        self.selector.register(sock, selectors.EVENT_WRITE, dialling)
+
+    def _dial_progress(self, dialling: Dialling) -> None:
+        sock, dial = dialling.sock, dialling.dial
+        if not dialling.connected:
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                log.warning("cannot reach the router of %s: %s", dial.host, os.strerror(error))
+                self._end_dial(dialling, accepted=False)
+                return
+            sock.send(dial.preamble.encode(self.token))  # a few hundred bytes into an empty buffer
+            dialling.connected = True
+            self.selector.modify(sock, selectors.EVENT_READ, dialling)
+            return
+        try:
+            answer = sock.recv(1)
+        except OSError:
+            answer = b""
+        self._end_dial(dialling, accepted=answer == peering.ACCEPTED)
+
+    def _end_dial(self, dialling: Dialling, accepted: bool) -> None:
+        sock, dial = dialling.sock, dialling.dial
+        del self.dialling[sock]
+        self.selector.unregister(sock)
+        if not accepted:
+            sock.close()
+            self._dial_failed(dial)
+            return
+        sock.setblocking(True)
+        if dial.bridge is not None:
+            self._send([Bridge(dial.bridge, sock), dial.accepted])
+            return
+        key = dial.preamble.key
+        sandbox = next((e.sandbox for e in self.broker.endpoints
+                        if e.network_id == key[0] and e.ip == key[1]), "")
+        self.broker.record_graft(key, sandbox, "", sock)
+        dial.accepted.fds.append(sock.detach())
+        log.info("grafted %s:%d -> %s:%d (another host) over host TCP", *key[1:])
+        self._reply(dial.accepted)
+
+    def _dial_failed(self, dial: Dial) -> None:
+        for fd in dial.accepted.fds:
+            os.close(fd)
+        if dial.bridge is not None:
+            dial.bridge.close()
+        self.broker.overlay_decisions += 1
+        self._reply(dial.failed)
+
+    def _accept_peer(self) -> None:
+        assert self.peering is not None
+        try:
+            sock, (source, _) = self.peering.accept()
+        except (BlockingIOError, ConnectionAbortedError):
+            return
+        if len(self.inbound) >= MAX_INBOUND:
+            log.warning("%d routers are mid-preamble: refusing %s", MAX_INBOUND, source)
+            sock.close()
+            return
+        sock.setblocking(False)
+        inbound = Inbound(sock, source, time.monotonic() + PREAMBLE_WAIT)
+        self.inbound[sock] = inbound
+        self.selector.register(sock, selectors.EVENT_READ, inbound)
+
+    def _read_preamble(self, inbound: Inbound) -> None:
+        sock = inbound.sock
+        try:
+            # Never more than the preamble: what follows is the application's and goes with the socket.
+            chunk = sock.recv(peering.SIZE - len(inbound.buffer))
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._drop_inbound(inbound, "closed before its preamble")
+            return
+        inbound.buffer += chunk
+        if len(inbound.buffer) < peering.SIZE:
+            return
+        try:
+            preamble = peering.Preamble.decode(bytes(inbound.buffer), self.token)
+        except p.ProtocolError as exc:
+            self._drop_inbound(inbound, str(exc))
+            return
+        del self.inbound[sock]
+        self.selector.unregister(sock)
+        sock.setblocking(True)
+        self._send(self.broker.inbound(preamble, sock, inbound.source))
+
+    def _drop_inbound(self, inbound: Inbound, why: str) -> None:
+        log.warning("dropping a connection from %s: %s", inbound.source, why)
+        del self.inbound[inbound.sock]
+        self.selector.unregister(inbound.sock)
+        inbound.sock.close()
+
+    def _next_peering_deadline(self) -> float | None:
+        return min([d.deadline for d in self.dialling.values()] + [i.deadline for i in self.inbound.values()],
+                   default=None)
+
+    def _expire_peering(self) -> None:
+        now = time.monotonic()
+        for dialling in [d for d in self.dialling.values() if d.deadline <= now]:
+            log.info("the router of %s did not accept in time: overlay", dialling.dial.host)
+            self._end_dial(dialling, accepted=False)
+        for inbound in [i for i in self.inbound.values() if i.deadline <= now]:
+            self._drop_inbound(inbound, "no preamble in time")
+
+    def _start_bridge(self, bridge: Bridge) -> None:
+        """A process of its own moves the channel (it outlives a router restart); our copies are closed."""
+        fds = [*dataclasses.astuple(bridge.fds), bridge.sock.fileno()]
+        try:
+            self.bridges.append(subprocess.Popen(
+                [sys.executable, "-m", "freeflow.router.tcp_bridge", *map(str, fds)], pass_fds=fds,
+                start_new_session=True, env={**os.environ, "FREEFLOW_LOG_LEVEL": self.settings.log_level}))
+        except OSError as exc:
+            log.error("cannot start a channel bridge: %s", exc)
+        finally:
+            bridge.fds.close()
+            bridge.sock.close()
+
+    def _reap_bridges(self) -> None:
+        self.bridges = [b for b in self.bridges if b.poll() is None]
 
     # Admin socket: one JSON request per connection.
 

@@ -1,7 +1,8 @@
 """What `freeflow status` shows: per sandbox, its endpoints and live connections with the path each took.
 
-Grafted connections are alive while either end of their socket pair exists (by inode in /proc/net/unix);
-overlay connections are the established TCP connections in the sandbox's namespace.
+Grafted connections are alive while either end of their socket pair exists (by inode in /proc/net/unix), or
+their host TCP connection to another host (in this namespace's /proc/net/tcp); overlay connections are the
+established TCP connections in the sandbox's namespace.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ def unix_inodes() -> set[int]:
         return {int(line.split()[6]) for line in f if len(line.split()) > 6}
 
 
+def tcp_inodes() -> set[int]:
+    """Inodes of the IPv4 TCP sockets open in this network namespace (the host's, for the router)."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        return {int(line.split()[9]) for line in f if len(line.split()) > 9}
+
+
 def _address(text: str) -> str:
     ip_hex, port_hex = text.split(":")
     return f"{socket.inet_ntoa(struct.pack('<I', int(ip_hex, 16)))}:{int(port_hex, 16)}"
@@ -43,7 +51,7 @@ def established_tcp(proc_net_tcp: str) -> list[tuple[str, str]]:
 def connection_status(broker: Broker, sandboxes: dict[str, Any],
                       resolve: Callable[[str], str]) -> dict[str, Any]:
     live = unix_inodes()
-    broker.grafts[:] = [g for g in broker.grafts if live & set(g.inodes)]
+    broker.grafts[:] = [g for g in broker.grafts if (live | tcp_inodes()) & set(g.inodes)]
     broker.prune_channels(live)
     result: dict[str, Any] = {"sandboxes": {}, "overlay_decisions": broker.overlay_decisions}
     for sandbox in sorted(sandboxes):
@@ -54,14 +62,14 @@ def connection_status(broker: Broker, sandboxes: dict[str, Any],
                 _, cip, cport, sip, sport = g.key
                 local, remote = ((f"{cip}:{cport}", f"{sip}:{sport}") if sandbox == g.client_sandbox
                                  else (f"{sip}:{sport}", f"{cip}:{cport}"))
-                connections.append({"local": local, "remote": remote, "path": "grafted"})
+                connections.append({"local": local, "remote": remote, "path": g.path})
         try:
             for local, remote in established_tcp(read_proc_net(resolve(sandbox), "tcp")):
                 connections.append({"local": local, "remote": remote, "path": "overlay"})
         except (NamespaceError, OSError):
             pass
         channels = [{"id": c.channel_id, "client": c.client, "server": c.server, "ring_size": c.ring_size,
-                     "bytes_moved": c.bytes_moved()}
+                     "bytes_moved": c.bytes_moved(), "path": c.path}
                     for c in broker.channels if sandbox in (c.client_sandbox, c.server_sandbox)]
         result["sandboxes"][sandbox] = {
             "channels": channels,

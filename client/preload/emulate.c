@@ -1,7 +1,8 @@
 /* What a grafted socket answers so that it passes for the TCP connection it replaced: the recorded TCP
  * addresses, and socket options that either apply to the unix socket as they are (buffers, timeouts,
  * keepalive, linger) or have no meaning without TCP underneath (Nagle, keepalive timing, IP options),
- * which succeed and read back plausible values. */
+ * which succeed and read back plausible values. A socket grafted onto a host TCP connection to another
+ * host has TCP underneath: its TCP options are the real ones; only its addresses are the overlay's. */
 #define _GNU_SOURCE
 #include "emulate.h"
 
@@ -72,7 +73,7 @@ int ff_grafted_getsockopt(const struct ff_fd *e, int fd, int level, int name, vo
     if (level == SOL_SOCKET && name == SO_PROTOCOL)
         return answer_int(value, len, IPPROTO_TCP);
     if (level == IPPROTO_TCP)
-        return tcp_option(e, name, value, len);
+        return e->host_tcp ? ff_real.getsockopt(fd, level, name, value, len) : tcp_option(e, name, value, len);
     if (level == IPPROTO_IP || level == IPPROTO_IPV6)
         return answer_int(value, len, 0);
     int saved = errno;
@@ -86,6 +87,8 @@ int ff_grafted_getsockopt(const struct ff_fd *e, int fd, int level, int name, vo
 
 int ff_grafted_setsockopt(struct ff_fd *e, int fd, int level, int name, const void *value, socklen_t len)
 {
+    if (level == IPPROTO_TCP && e->host_tcp)
+        return ff_real.setsockopt(fd, level, name, value, len);
     if (level == IPPROTO_TCP || level == IPPROTO_IP || level == IPPROTO_IPV6) {
         if (!value && len)
             return errno = EFAULT, -1;

@@ -192,6 +192,12 @@ static int graft(int ctl, int fd, int role, struct in_addr peer, uint16_t peer_p
     }
     e->kind = FF_GRAFTED;
     e->nodelay = facts.nodelay;
+    /* Across hosts the router hands over a real TCP connection: what the app set on its socket holds. */
+    e->host_tcp = int_option(fd, SOL_SOCKET, SO_DOMAIN) != AF_UNIX;
+    if (e->host_tcp && facts.nodelay) {
+        int on = 1;
+        ff_real.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    }
     e->local = facts.local;
     e->local_len = facts.local_len;
     e->peer = facts.peer;

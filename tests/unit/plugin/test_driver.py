@@ -52,11 +52,12 @@ def test_reconcile_after_reboot_recreates_links_of_unjoined_endpoints(tmp_path):
 
 def test_reconcile_removes_orphans_it_owns_only(tmp_path):
     kernel = FakeKernel()
-    kernel.links.update({"ff-deadbeef0000": {}, "ffhdeadbeef0000": {}, "eth0": {}, "docker0": {}})
+    kernel.links.update({"ff-deadbeef0000": {}, "ffhdeadbeef0000": {}, "eth0": {}, "docker0": {},
+                         "ffx-test": {}, "ffhome": {}})
     kernel.rules.update({"ff-deadbeef0000", "docker0"})
     driver = make(tmp_path, kernel)
     repairs = driver.reconcile()
-    assert set(kernel.links) == {"eth0", "docker0"}
+    assert set(kernel.links) == {"eth0", "docker0", "ffx-test", "ffhome"}, "names not of our shape are kept"
     assert kernel.rules == {"docker0"}
     assert len(repairs) == 3
 

@@ -1,0 +1,90 @@
+"""Two bridge processes carry a channel over a real loopback TCP connection, as two hosts' routers start them."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from freeflow.shm.channel import Channel, channel_fds
+from freeflow.shm.errors import PeerClosed
+
+
+def start_bridge(fds, sock: socket.socket) -> subprocess.Popen[bytes]:
+    """The bridge as the router starts it: descriptors inherited, numbers on the command line."""
+    numbers = [*dataclasses.astuple(fds), sock.fileno()]
+    process = subprocess.Popen([sys.executable, "-m", "freeflow.router.tcp_bridge", *map(str, numbers)],
+                               pass_fds=numbers, start_new_session=True)
+    fds.close()
+    sock.close()
+    return process
+
+
+@pytest.fixture
+def bridged() -> Iterator[tuple[Channel, Channel, list[subprocess.Popen[bytes]]]]:
+    """A client and a server channel end, each on its own "host", joined by two bridges over TCP."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        dialled = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+    client_fds, bridge_a = channel_fds(1 << 16)
+    bridge_b, server_fds = channel_fds(1 << 16)
+    bridges = [start_bridge(bridge_a, dialled), start_bridge(bridge_b, accepted)]
+    client, server = Channel.from_fds(client_fds, timeout=30), Channel.from_fds(server_fds, timeout=30)
+    yield client, server, bridges
+    for bridge in bridges:
+        if bridge.poll() is None:
+            bridge.kill()
+        bridge.wait(10)
+
+
+def test_a_stream_crosses_both_ways_intact_and_the_bridges_end_with_it(bridged) -> None:
+    client, server, bridges = bridged
+    data = os.urandom(20_000_000)
+    received = hashlib.sha256()
+
+    def serve() -> None:
+        while chunk := server.recv(1 << 20):
+            received.update(chunk)
+        server.send_msg(received.hexdigest().encode())
+        server.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    view = memoryview(data)
+    for start in range(0, len(data), 1_000_003):  # sizes that never line up with the 64 KiB rings
+        client.sendall(view[start:start + 1_000_003])
+    client.shutdown_write()
+    assert client.recv_msg().decode() == hashlib.sha256(data).hexdigest()
+    assert client.recv(10) == b"", "the server's close reaches the client as the end of the stream"
+    thread.join(30)
+    client.close()
+    assert [bridge.wait(10) for bridge in bridges] == [0, 0]
+
+
+def test_a_dead_bridge_is_the_end_of_the_channel_not_a_hang(bridged) -> None:
+    client, server, bridges = bridged
+    client.send_msg(b"before")
+    assert server.recv_msg() == b"before"
+    os.kill(bridges[1].pid, signal.SIGKILL)
+    assert client.recv(10) == b"", "the other host's side is gone: end of stream"
+    with pytest.raises(PeerClosed):
+        for _ in range(100):
+            client.sendall(b"x" * 65536)
+
+
+def test_a_container_that_dies_ends_the_other_side(bridged) -> None:
+    client, server, _ = bridged
+    client.sendall(b"last words")
+    client.close()
+    got = b""
+    while chunk := server.recv(100):
+        got += chunk
+    assert got == b"last words"
