@@ -1,4 +1,4 @@
-"""Runs iperf3 and sockperf between the two containers of a path and reads their output.
+"""Measures a TCP path between its two containers: iperf3, sockperf, connection set-up and redis-benchmark.
 
 Throughput: one iperf3 TCP stream, the receiver's rate from its JSON report. Latency: sockperf ping-pong over TCP
 with 64-byte messages; sockperf reports half the round trip, so its figures are doubled.
@@ -8,33 +8,17 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from dataclasses import dataclass
 
-from freeflow.bench import engine
-from freeflow.bench.errors import BenchError, ToolOutputError
+from freeflow.bench import connect, engine, programs, redis
+from freeflow.bench.errors import ToolOutputError
 from freeflow.bench.paths import Pair
+from freeflow.bench.plan import PINNED_CPUS, Plan
 from freeflow.bench.results import Rtt, Sample
 
 MESSAGE_BYTES = 64
-PINNED_CPUS = "0"
 CONNECT_TIMEOUT_MS = 5000
 # sockperf spends about 2 s warming up before its timed run, and a stalled tool must not hang the bench.
 TOOL_GRACE_S = 30.0
-SERVER_START_S = 15.0
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How long each tool runs."""
-
-    iperf3_seconds: int
-    iperf3_omit_seconds: int  # the first seconds, left out of the result (TCP ramp-up)
-    sockperf_seconds: int  # sockperf itself leaves out the first 0.4 s
-
-
-FULL = Plan(iperf3_seconds=4, iperf3_omit_seconds=1, sockperf_seconds=3)
-SHORT = Plan(iperf3_seconds=1, iperf3_omit_seconds=0, sockperf_seconds=1)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _AVG = re.compile(r"avg-lat(?:ency)?=\s*([0-9.]+)")
@@ -66,33 +50,18 @@ def parse_sockperf(output: str) -> Rtt:
     return Rtt(avg_us=2 * float(avg[1]), p99_us=2 * float(p99[1]))
 
 
-def listening_ports(ss_output: str) -> set[int]:
-    """Ports in the local-address column of `ss -Hltn` (`0.0.0.0:5201`, `*:5201`, `[::]:5201`)."""
-    ports = set()
-    for line in ss_output.splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and fields[3].rpartition(":")[2].isdigit():
-            ports.add(int(fields[3].rpartition(":")[2]))
-    return ports
-
-
 def start_servers(pair: Pair) -> None:
-    """Start the iperf3 and sockperf servers and wait until both listen."""
+    """Start every server of the path in its server container and wait until all listen."""
     iperf3 = ["iperf3", "--server", "--port", str(pair.ports.iperf3)]
     if pair.listen != "0.0.0.0":  # iperf3 without --bind listens on IPv4 and IPv6
         iperf3 += ["--bind", pair.listen]
     engine.start(pair.server, iperf3)
     engine.start(pair.server, ["sockperf", "server", "--tcp", "-i", pair.listen, "-p", str(pair.ports.sockperf)])
-    wanted = {pair.ports.iperf3, pair.ports.sockperf}
-    deadline = time.monotonic() + SERVER_START_S
-    while True:
-        ss = engine.execute(pair.server, ["ss", "-Hltn"], timeout=TOOL_GRACE_S)
-        if wanted <= listening_ports(ss.stdout):
-            return
-        if time.monotonic() > deadline:
-            raise BenchError(f"iperf3 and sockperf servers in {pair.server} do not listen after "
-                             f"{SERVER_START_S:.0f} s ({pair.path.name})")
-        time.sleep(0.2)
+    engine.start(pair.server, connect.server_command(pair))
+    engine.start(pair.server, redis.server_command(pair))
+    ports = pair.ports
+    programs.wait_listening(pair.server, (ports.iperf3, ports.sockperf, ports.connect, ports.redis),
+                            f"the servers of {pair.path.name}")
 
 
 def throughput(pair: Pair, plan: Plan) -> float:
@@ -121,4 +90,6 @@ def sample(pair: Pair, plan: Plan, all_cpus: str) -> Sample:
     engine.set_cpus(containers, PINNED_CPUS)
     same_core = rtt(pair, plan)
     engine.set_cpus(containers, all_cpus)
-    return Sample(throughput_gbps=gbps, same_core=same_core, unpinned=unpinned)
+    rates = redis.benchmark(pair, plan)
+    return Sample(throughput_gbps=gbps, same_core=same_core, unpinned=unpinned,
+                  connect_p50_us=connect.setup_time(pair, plan), redis_get_rps=rates.get, redis_set_rps=rates.set)

@@ -1,6 +1,7 @@
 """The network paths under test, and the lab that sets each up as a server and a client container and removes them.
 
-To measure another path, add one PathSpec to PATHS; its row appears in the table, the CSV and the plot.
+To measure another TCP path, add one PathSpec to PATHS; its row appears in the table, the CSV and the plot.
+CHANNELS is the pair the shared-memory channel rows are measured in.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, fields
 
 from freeflow.bench import engine
 from freeflow.bench.errors import BenchError
@@ -29,14 +31,22 @@ class PathSpec:
     run_args: tuple[str, ...] = ()  # extra `docker run` arguments for both containers
 
 
+RUN_DIR = "/run/freeflow"  # the router's default FREEFLOW_RUN_DIR: the preload library and the Python client
+FREEFLOW = ("--driver", "freeflow")
+PRELOADED = ("-v", f"{RUN_DIR}:{RUN_DIR}:ro", "-e", f"LD_PRELOAD={RUN_DIR}/libfreeflow.so")
+WITH_CLIENT = ("-v", f"{RUN_DIR}:{RUN_DIR}:ro", "-e", f"PYTHONPATH={RUN_DIR}/python")
+
+GRAFTED = "freeflow grafted (same host)"
 PATHS: tuple[PathSpec, ...] = (
     PathSpec("Docker bridge", "bridge", network="bridge"),
     PathSpec("Docker overlay (one node)", "overlay", create_args=("--driver", "overlay", "--attachable"),
              needs_swarm=True),
     PathSpec("host network", "host", network="host", loopback=True),
-    PathSpec("freeflow", "freeflow", create_args=("--driver", "freeflow")),
+    PathSpec("freeflow", "freeflow", create_args=FREEFLOW),
+    PathSpec(GRAFTED, "grafted", create_args=FREEFLOW, run_args=PRELOADED),
 )
 BASELINE = PATHS[0].name  # every ratio is to this path
+CHANNELS = PathSpec("freeflow channels", "channel", create_args=FREEFLOW, run_args=WITH_CLIENT)
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,9 @@ class Ports:
 
     iperf3: int
     sockperf: int
+    connect: int  # the connection set-up probe's accept loop
+    redis: int
+    channel: int  # the channel probe's listener
 
 
 @dataclass(frozen=True)
@@ -60,11 +73,12 @@ class Pair:
 
 
 def free_ports() -> Ports:
-    """Two ports free on this host, so that the host-network path can listen on them too."""
-    with socket.socket() as first, socket.socket() as second:
-        first.bind(("127.0.0.1", 0))
-        second.bind(("127.0.0.1", 0))
-        return Ports(first.getsockname()[1], second.getsockname()[1])
+    """Distinct ports free on this host, so that the host-network path can listen on them too."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in fields(Ports)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))  # all bound at once, so no two are the same
+        return Ports(*(sock.getsockname()[1] for sock in sockets))
 
 
 class Lab:

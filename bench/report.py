@@ -1,55 +1,109 @@
-"""The results as a Markdown table (stdout), a CSV file and a PNG bar chart; one row per path, in measuring order."""
+"""The results as a Markdown table (stdout), a CSV file and a PNG bar chart; one row per path, in measuring order.
+
+COLUMNS says once how each metric reads. A table cell holds the figure and, in parentheses, its ratio to the
+baseline; a row without a metric shows a dash there and leaves the CSV cells empty.
+"""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from freeflow.bench.results import PathResult
+from freeflow.bench.results import RTT_METRICS, PathResult, Rtt, Sample, Value, headline
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 CSV_NAME = "results.csv"
 PLOT_NAME = "results.png"
 TIMES = "\N{MULTIPLICATION SIGN}"
+DASH = "\N{EN DASH}"
 
-# Column name, then how a row's value is read; the CSV keeps full precision, the table rounds.
-CSV_COLUMNS: tuple[tuple[str, Callable[[PathResult], object]], ...] = (
-    ("path", lambda r: r.path),
-    ("runs", lambda r: r.runs),
-    ("throughput_gbps", lambda r: r.median.throughput_gbps),
-    ("throughput_ratio", lambda r: r.throughput_ratio),
-    ("rtt_same_core_avg_us", lambda r: r.median.same_core.avg_us),
-    ("rtt_same_core_p99_us", lambda r: r.median.same_core.p99_us),
-    ("rtt_same_core_ratio", lambda r: r.same_core_rtt_ratio),
-    ("rtt_unpinned_avg_us", lambda r: r.median.unpinned.avg_us),
-    ("rtt_unpinned_p99_us", lambda r: r.median.unpinned.p99_us),
-    ("rtt_unpinned_ratio", lambda r: r.unpinned_rtt_ratio),
+
+@dataclass(frozen=True)
+class Column:
+    """How one metric reads: in the table's header, in progress lines and targets, and in the CSV."""
+
+    metric: str  # a Sample field
+    title: str  # the table's header
+    label: str  # its name in a sentence
+    unit: str
+    csv: str  # the stem of its CSV columns: <metric> (or <stem>_avg_us and <stem>_p99_us), <stem>_ratio
+    digits: int  # decimals in the table
+
+    def figure(self, value: Value) -> str:
+        if isinstance(value, Rtt):
+            return f"{value.avg_us:.{self.digits}f} / {value.p99_us:.{self.digits}f}"
+        return f"{value:.{self.digits}f}"
+
+    @property
+    def csv_names(self) -> list[str]:
+        values = [f"{self.csv}_avg_us", f"{self.csv}_p99_us"] if self.metric in RTT_METRICS else [self.metric]
+        return [*values, f"{self.csv}_ratio"]
+
+    def csv_cells(self, r: PathResult) -> list[object]:
+        value = r.value(self.metric)
+        if value is None:
+            return [None] * len(self.csv_names)
+        values = [value.avg_us, value.p99_us] if isinstance(value, Rtt) else [value]
+        return [*values, r.ratios.get(self.metric)]
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("throughput_gbps", "throughput Gbit/s", "throughput", "Gbit/s", "throughput", 1),
+    Column("same_core", "RTT µs same core (avg / p99)", "RTT same core", "µs", "rtt_same_core", 1),
+    Column("unpinned", "RTT µs unpinned (avg / p99)", "RTT unpinned", "µs", "rtt_unpinned", 1),
+    Column("connect_p50_us", "connect µs p50", "connection set-up p50", "µs", "connect_p50", 0),
+    Column("redis_get_rps", "redis GET req/s", "redis GET", "req/s", "redis_get", 0),
+    Column("redis_set_rps", "redis SET req/s", "redis SET", "req/s", "redis_set", 0),
 )
+BY_METRIC = {column.metric: column for column in COLUMNS}
+CSV_HEADER = ["path", "runs", *(name for column in COLUMNS for name in column.csv_names)]
 
 
-def _ratio(value: float) -> str:
-    return f"{value:.2f}{TIMES}"
+@dataclass(frozen=True)
+class Panel:
+    """One chart of the plot: the metrics drawn side by side in it."""
+
+    xlabel: str
+    metrics: tuple[str, ...]
+    log: bool = False  # a logarithmic axis, for values that span orders of magnitude
 
 
-def _table_cells(r: PathResult) -> list[str]:
-    m = r.median
-    return [
-        r.path,
-        f"{m.throughput_gbps:.1f}",
-        _ratio(r.throughput_ratio),
-        f"{m.same_core.avg_us:.1f} / {m.same_core.p99_us:.1f}",
-        _ratio(r.same_core_rtt_ratio),
-        f"{m.unpinned.avg_us:.1f} / {m.unpinned.p99_us:.1f}",
-        _ratio(r.unpinned_rtt_ratio),
-    ]
+PANELS: tuple[Panel, ...] = (
+    Panel("throughput, Gbit/s", ("throughput_gbps",)),
+    Panel("round trip, µs, 64 B (avg, whisker to p99; log scale)", ("same_core", "unpinned"), log=True),
+    Panel("TCP connection set-up, µs (p50)", ("connect_p50_us",)),
+    Panel("redis-benchmark, requests/s", ("redis_get_rps", "redis_set_rps")),
+)
+COLOURS = ("tab:blue", "tab:orange")
+
+
+def _ratio(value: float | None) -> str:
+    return DASH if value is None else f"{value:.2f}{TIMES}"
+
+
+def describe(sample: Sample) -> str:
+    """The metrics a sample has, in words, for progress lines."""
+    return ", ".join(f"{c.label} {c.figure(v)} {c.unit}" for c in COLUMNS
+                     if (v := getattr(sample, c.metric)) is not None)
+
+
+def _table_cell(r: PathResult, column: Column) -> str:
+    value = r.value(column.metric)
+    if value is None:
+        return DASH
+    ratio = r.ratios.get(column.metric)
+    return column.figure(value) if ratio is None else f"{column.figure(value)} ({_ratio(ratio)})"
 
 
 def format_table(results: Sequence[PathResult], baseline: str) -> str:
-    """A Markdown table with the columns aligned, ratios to `baseline`."""
-    ratio = f"vs {baseline}"
-    header = ["path", "throughput Gbit/s", ratio, "RTT µs same core (avg / p99)", ratio,
-              "RTT µs unpinned (avg / p99)", ratio]
-    rows = [header, *(_table_cells(r) for r in results)]
+    """A Markdown table with the columns aligned, ratios to `baseline` in parentheses, dashes for missing metrics."""
+    header = [f"path (ratios: vs {baseline})", *(column.title for column in COLUMNS)]
+    rows = [header, *([r.path, *(_table_cell(r, column) for column in COLUMNS)] for r in results)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
@@ -64,46 +118,52 @@ def format_table(results: Sequence[PathResult], baseline: str) -> str:
 def write_csv(results: Sequence[PathResult], path: Path) -> None:
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(name for name, _ in CSV_COLUMNS)
+        writer.writerow(CSV_HEADER)
         for r in results:
-            writer.writerow(value(r) for _, value in CSV_COLUMNS)
+            writer.writerow([r.path, r.runs, *(cell for column in COLUMNS for cell in column.csv_cells(r))])
+
+
+def _draw_panel(axes: Axes, results: Sequence[PathResult], panel: Panel) -> None:
+    """Horizontal bars of each metric per row (none where a row lacks it), labelled with the ratio."""
+    metrics = panel.metrics
+    height = 0.8 / len(metrics)
+    for i, metric in enumerate(metrics):
+        column = BY_METRIC[metric]
+        offset = (i - (len(metrics) - 1) / 2) * height
+        drawn = [(y + offset, r) for y, r in enumerate(results) if r.value(metric) is not None]
+        values = [r.value(metric) for _, r in drawn]
+        ys = [y for y, _ in drawn]
+        lengths = [headline(v) for v in values if v is not None]
+        # A few long stalls can put the average above the 99th percentile: no whisker then.
+        whiskers = [max(0.0, v.p99_us - v.avg_us) if isinstance(v, Rtt) else 0.0 for v in values]
+        axes.barh(ys, lengths, height, xerr=[[0.0] * len(ys), whiskers] if any(whiskers) else None,
+                  color=COLOURS[i % len(COLOURS)], label=column.label, error_kw={"capsize": 2})
+        for y, r, length, whisker in zip(ys, (r for _, r in drawn), lengths, whiskers, strict=True):
+            axes.annotate(_ratio(r.ratios.get(metric)), (length + whisker, y), xytext=(3, 0),
+                          textcoords="offset points", va="center", fontsize=7)
+    axes.set_xlabel(panel.xlabel)
+    axes.margins(x=0.2)
+    if panel.log:
+        axes.set_xscale("log")
+    if len(metrics) > 1:
+        axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(metrics), fontsize=8, frameon=False)
 
 
 def write_plot(results: Sequence[PathResult], path: Path, baseline: str) -> None:
-    """Throughput and RTT per path as horizontal bars, each labelled with its ratio to `baseline`."""
+    """Each panel of PANELS as horizontal bars per row, each bar labelled with its ratio to `baseline`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [r.path for r in results]
     rows = list(range(len(results)))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 1.0 + 0.8 * len(results)), sharey=True)
+    fig, panels = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS) + 3, 1.2 + 0.45 * len(results)),
+                               sharey=True)
     try:
-        bars = left.barh(rows, [r.median.throughput_gbps for r in results], color="tab:blue")
-        left.bar_label(bars, labels=[_ratio(r.throughput_ratio) for r in results], padding=3)
-        left.set_yticks(rows, names)
-        left.invert_yaxis()
-        left.set_xlabel("throughput, Gbit/s (one iperf3 TCP stream)")
-        left.margins(x=0.15)
-
-        height = 0.4
-        pad = 0.01 * max(max(r.median.same_core.p99_us, r.median.unpinned.p99_us) for r in results)
-        for offset, label, pick, ratio, colour in (
-            (-height / 2, "same core", lambda r: r.median.same_core, lambda r: r.same_core_rtt_ratio, "tab:green"),
-            (height / 2, "unpinned", lambda r: r.median.unpinned, lambda r: r.unpinned_rtt_ratio, "tab:orange"),
-        ):
-            ys = [y + offset for y in rows]
-            avg = [pick(r).avg_us for r in results]
-            whisker = [[0.0] * len(results), [pick(r).p99_us - pick(r).avg_us for r in results]]
-            right.barh(ys, avg, height, xerr=whisker, color=colour, label=f"{label}: avg, whisker to p99",
-                       error_kw={"capsize": 2})
-            for y, r in zip(ys, results, strict=True):
-                right.text(pick(r).p99_us + pad, y, _ratio(ratio(r)), va="center", fontsize=8)
-        right.set_xlabel("round trip, µs (sockperf TCP ping-pong, 64 B)")
-        right.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
-        right.margins(x=0.15)
-
+        for axes, panel in zip(panels, PANELS, strict=True):
+            _draw_panel(axes, results, panel)
+        panels[0].set_yticks(rows, [r.path for r in results])
+        panels[0].invert_yaxis()
         runs = max(r.runs for r in results)
         fig.suptitle(f"FreeFlow bench: median of {runs} run{'s' if runs > 1 else ''}; ratios to {baseline}")
         fig.tight_layout()

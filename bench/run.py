@@ -1,6 +1,7 @@
 """`freeflow bench`: set up every path, measure them in interleaved rounds, remove everything, then report.
 
-Progress goes to stderr as it happens; the table goes to stdout, the CSV and the plot to the output folder.
+Progress goes to stderr as it happens; the table and the targets go to stdout, the CSV and the plot to the output
+folder.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from freeflow.bench import engine, measure
+from freeflow.bench import channels, engine, measure, plan, redis
+from freeflow.bench.c_ring import CRing
 from freeflow.bench.errors import BenchError
-from freeflow.bench.paths import BASELINE, PATHS, Lab
-from freeflow.bench.report import format_table, write_reports
+from freeflow.bench.paths import BASELINE, CHANNELS, PATHS, Lab
+from freeflow.bench.report import describe, format_table, write_reports
 from freeflow.bench.results import Sample, summarise
+from freeflow.bench.rows import ROWS
+from freeflow.bench.targets import check, format_verdicts
 
 
 def _progress(message: str) -> None:
@@ -48,23 +52,42 @@ def _shielded() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _measure(lab: Lab, plan: measure.Plan, rounds: int) -> dict[str, list[Sample]]:
+def _measure(lab: Lab, ring: CRing, run_plan: plan.Plan, rounds: int) -> dict[str, list[Sample]]:
     all_cpus = engine.all_cpus()
+    _progress(f"setting up {CHANNELS.name}")  # first: it checks the containers' client, which may be too old
+    channel_pair = lab.open(CHANNELS)
+    channels.start_server(channel_pair)
     pairs = []
     for path in PATHS:
         _progress(f"setting up {path.name}")
         pair = lab.open(path)
         measure.start_servers(pair)
         pairs.append(pair)
-    samples: dict[str, list[Sample]] = {path.name: [] for path in PATHS}
+    samples: dict[str, list[Sample]] = {row.name: [] for row in ROWS}
+
     for n in range(1, rounds + 1):
+        where = f"round {n}/{rounds}"
         for pair in pairs:
-            s = measure.sample(pair, plan, all_cpus)
-            samples[pair.path.name].append(s)
-            _progress(f"round {n}/{rounds}, {pair.path.name}: {s.throughput_gbps:.1f} Gbit/s, RTT same core "
-                      f"{s.same_core.avg_us:.1f} / {s.same_core.p99_us:.1f} µs, unpinned "
-                      f"{s.unpinned.avg_us:.1f} / {s.unpinned.p99_us:.1f} µs (avg / p99)")
+            _record(samples, {pair.path.name: measure.sample(pair, run_plan, all_cpus)}, where)
+        _record(samples, channels.sample(channel_pair, run_plan, all_cpus), where)
+        _record(samples, ring.sample(run_plan), where)
     return samples
+
+
+def _record(samples: dict[str, list[Sample]], measured: dict[str, Sample], where: str) -> None:
+    for row, s in measured.items():
+        samples[row].append(s)
+        _progress(f"{where}, {row}: {describe(s)}")
+
+
+def _note(run_plan: plan.Plan, rounds: int) -> str:
+    return (f"Median of {rounds} run{'s' if rounds > 1 else ''} per row. TCP paths: throughput of one iperf3 "
+            f"stream; RTT of sockperf TCP ping-pongs of {measure.MESSAGE_BYTES} B (twice its one-way latency); "
+            f"connect: p50 of {run_plan.connections} connect() calls one after the other (grafting included); "
+            f"redis-benchmark with {redis.CLIENTS} clients, {run_plan.redis_requests} requests per test. "
+            f"Channel, AF_UNIX and C ring rows: one stream of {channels.SMALL >> 10} KiB (or 1 MiB) writes, and "
+            f"{channels.MESSAGE_BYTES} B ping-pongs timed by the probe itself (Python; the C ring in C). "
+            f"Same core: both ends on CPU {plan.PINNED_CPUS}; a spinning path has no same-core figure.")
 
 
 def _clean_up(lab: Lab) -> bool:
@@ -81,34 +104,37 @@ def _clean_up(lab: Lab) -> bool:
 
 
 def run_bench(short: bool, out_dir: str, repeat: int) -> int:
-    """Measure every path, print the table, write results.csv and results.png; the exit status is returned."""
+    """Measure every row, print the table and the targets, write results.csv and results.png; return the status."""
     if repeat < 1:
         raise BenchError("--repeat must be at least 1")
-    plan, rounds = (measure.SHORT, 1) if short else (measure.FULL, repeat)
+    run_plan, rounds = (plan.SHORT, 1) if short else (plan.FULL, repeat)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)  # a bad --out fails now, not after the measurements
     except OSError as exc:
         raise BenchError(f"cannot write the results into {out_dir}: {exc.strerror}") from None
     started = time.monotonic()
-    lab = Lab(_progress)
-    _progress(f"run {lab.run_id}: {len(PATHS)} paths, {rounds} round{'s' if rounds > 1 else ''}, "
-              f"ports {lab.ports.iperf3} (iperf3) and {lab.ports.sockperf} (sockperf)")
-    samples = None
-    try:
-        with _sigterm_as_interrupt():
-            samples = _measure(lab, plan, rounds)
-    except KeyboardInterrupt:
-        _progress("interrupted")
-    finally:
-        clean = _clean_up(lab)
+    _progress("building the C ring")
+    with CRing() as ring:
+        _progress(f"built the C ring in {ring.binary.parent}")
+        lab = Lab(_progress)
+        ports = ", ".join(f"{port} ({name})" for name, port in vars(lab.ports).items())
+        _progress(f"run {lab.run_id}: {len(ROWS)} rows, {rounds} round{'s' if rounds > 1 else ''}, ports {ports}")
+        samples = None
+        try:
+            with _sigterm_as_interrupt():
+                samples = _measure(lab, ring, run_plan, rounds)
+        except KeyboardInterrupt:
+            _progress("interrupted")
+        finally:
+            clean = _clean_up(lab)
     if samples is None:
         return 130
     results = summarise(samples, BASELINE)
     print(format_table(results, BASELINE))
-    print(f"\nMedian of {rounds} run{'s' if rounds > 1 else ''} per path. Throughput: one iperf3 TCP stream. "
-          f"RTT: sockperf TCP ping-pong, {measure.MESSAGE_BYTES} B messages (twice its one-way latency); "
-          f"same core: both containers on CPU {measure.PINNED_CPUS}.")
+    print(f"\n{_note(run_plan, rounds)}")
+    print("\nTargets of issues 3 and 4 (read, not enforced):")
+    print(format_verdicts(check(results)))
     for written in write_reports(results, out, BASELINE):
         _progress(f"wrote {written}")
     _progress(f"done in {time.monotonic() - started:.0f} s")

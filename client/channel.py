@@ -103,6 +103,16 @@ class Channel:
     def timeout(self, seconds: float | None) -> None:
         self._stream.timeout = seconds
 
+    @property
+    def spin(self) -> float:
+        """Seconds a wait on shared memory spins before it sleeps on its doorbell (0: at once); a socket: 0."""
+        return self._stream.spin if isinstance(self._stream, rings.Channel) else 0.0
+
+    @spin.setter
+    def spin(self, seconds: float) -> None:
+        if isinstance(self._stream, rings.Channel):  # a socket always waits in the kernel
+            self._stream.spin = seconds
+
     def send(self, data: ReadableBuffer) -> int:
         """Write what fits of `data`; return the count."""
         return self._stream.send(data)

@@ -1,4 +1,4 @@
-"""`freeflow bench --short` end to end against the real dockerd: every path reported, nothing left behind.
+"""`freeflow bench --short` end to end against the real dockerd: every row and metric reported, nothing left behind.
 
 Timing values are never asserted: they depend on the machine and on the tests running beside this one.
 """
@@ -8,8 +8,12 @@ from __future__ import annotations
 import csv
 import re
 import subprocess
+from pathlib import Path
 
-from freeflow.bench.paths import PATHS
+from freeflow.bench.report import BY_METRIC, COLUMNS, DASH
+from freeflow.bench.results import METRICS
+from freeflow.bench.rows import ROWS
+from freeflow.bench.targets import TARGETS
 from tests.integration.conftest import docker
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -19,20 +23,45 @@ def swarm_state() -> str:
     return docker("info", "--format", "{{.Swarm.LocalNodeState}}")
 
 
-def test_short_bench_reports_every_path_and_cleans_up(tmp_path):
+def table_cells(stdout: str) -> dict[str, list[str]]:
+    """The table's cells by row name, the metrics' cells in COLUMNS order."""
+    rows = [line for line in stdout.splitlines() if line.startswith("| ")]
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    header, *body = cells
+    assert header[1:] == [column.title for column in COLUMNS]
+    return {row[0]: row[1:] for row in body}
+
+
+def test_short_bench_reports_every_row_and_metric_and_cleans_up(tmp_path):
     out = tmp_path / "results"
     swarm_before = swarm_state()
     done = subprocess.run(["freeflow", "bench", "--short", "--out", str(out)], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
 
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
-    for path in PATHS:
-        assert any(row.startswith(f"| {path.name} ") for row in rows), f"no table row for {path.name}"
+    table = table_cells(done.stdout)
+    assert list(table) == [row.name for row in ROWS]
+    for row in ROWS:
+        for metric, cell in zip(METRICS, table[row.name], strict=True):
+            if metric in row.metrics:
+                assert re.match(r"\d", cell), f"{row.name}: no {metric} in the table ({cell!r})"
+            else:
+                assert cell == DASH, f"{row.name}: {metric} should be a dash, not {cell!r}"
 
     with (out / "results.csv").open(newline="") as f:
-        assert [row["path"] for row in csv.DictReader(f)] == [path.name for path in PATHS]
+        lines = list(csv.DictReader(f))
+    assert [line["path"] for line in lines] == [row.name for row in ROWS]
+    for row, line in zip(ROWS, lines, strict=True):
+        for metric in METRICS:
+            for name in BY_METRIC[metric].csv_names:
+                if metric in row.metrics:
+                    assert float(line[name]) > 0, f"{row.name}: {name} is {line[name]!r}"
+                else:
+                    assert line[name] == "", f"{row.name}: {name} should be empty"
     assert (out / "results.png").read_bytes().startswith(PNG_MAGIC)
+
+    verdicts = re.findall(r"^  (met|not met|missing) +issue \d: ", done.stdout, re.MULTILINE)
+    assert len(verdicts) == len(TARGETS) and "missing" not in verdicts, done.stdout
 
     run_id = re.search(r"run (ffbench-[0-9a-f]+)", done.stderr)
     assert run_id, done.stderr
@@ -41,3 +70,6 @@ def test_short_bench_reports_every_path_and_cleans_up(tmp_path):
     assert docker("network", "ls", "--quiet", "--filter", label) == ""
     assert run_id[1] not in docker("ps", "--all", "--format", "{{.Names}}")
     assert swarm_state() == swarm_before
+    ring_folder = re.search(r"built the C ring in (\S+)", done.stderr)
+    assert ring_folder, done.stderr
+    assert not Path(ring_folder[1]).exists(), "the C ring's temporary folder is left"

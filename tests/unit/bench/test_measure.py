@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from freeflow.bench.errors import ToolOutputError
-from freeflow.bench.measure import listening_ports, parse_iperf3, parse_sockperf
+from freeflow.bench.measure import parse_iperf3, parse_sockperf
 from freeflow.bench.results import Rtt
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -49,15 +49,3 @@ def test_sockperf_error_is_quoted():
 def test_sockperf_without_a_percentile_is_refused():
     with pytest.raises(ToolOutputError, match="no latency"):
         parse_sockperf("sockperf: ====> avg-latency=15.541 (std-dev=9.872)\n")
-
-
-def test_listening_ports_reads_ipv4_ipv6_and_wildcard_addresses():
-    ss = ("LISTEN 0      10       0.0.0.0:23457      0.0.0.0:*\n"
-          "LISTEN 0      4096           *:23456            *:*\n"
-          "LISTEN 0      128         [::]:22              [::]:*\n"
-          "LISTEN 0      5       127.0.0.1:40001      0.0.0.0:*\n")
-    assert listening_ports(ss) == {23457, 23456, 22, 40001}
-
-
-def test_listening_ports_of_nothing():
-    assert listening_ports("") == set()

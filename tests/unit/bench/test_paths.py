@@ -9,7 +9,7 @@ import pytest
 from freeflow.bench import paths as paths_module
 from freeflow.bench import swarm as swarm_module
 from freeflow.bench.errors import BenchError, DockerError
-from freeflow.bench.paths import BASELINE, PATHS, Lab, free_ports
+from freeflow.bench.paths import BASELINE, CHANNELS, GRAFTED, PATHS, Lab, free_ports
 from freeflow.bench.swarm import Swarm, parse_addresses
 
 
@@ -30,10 +30,19 @@ def test_every_path_either_uses_or_creates_a_network():
         assert not p.needs_swarm or p.network is None, p.name
 
 
-def test_free_ports_are_two_distinct_ports():
-    ports = free_ports()
-    assert ports.iperf3 != ports.sockperf
-    assert all(1024 <= port < 65536 for port in (ports.iperf3, ports.sockperf))
+def test_free_ports_are_distinct():
+    ports = list(vars(free_ports()).values())
+    assert len(ports) == len(set(ports)) == 5
+    assert all(1024 <= port < 65536 for port in ports)
+
+
+def test_the_grafted_path_preloads_the_library_and_channels_get_the_client():
+    grafted = next(p for p in PATHS if p.name == GRAFTED)
+    assert grafted.create_args == CHANNELS.create_args == ("--driver", "freeflow")
+    assert "LD_PRELOAD=/run/freeflow/libfreeflow.so" in grafted.run_args
+    assert "PYTHONPATH=/run/freeflow/python" in CHANNELS.run_args
+    assert all("/run/freeflow:/run/freeflow:ro" in p.run_args for p in (grafted, CHANNELS))
+    assert CHANNELS.key not in {p.key for p in PATHS}
 
 
 def test_addresses_from_ip_output():

@@ -1,0 +1,78 @@
+"""The shared-memory channel rows and their AF_UNIX baseline, measured by probe_stream in the CHANNELS containers.
+
+Each round runs the probe twice: containers free on every CPU, then both pinned to one CPU for "same core".
+A spinning wait on one CPU only delays its peer, so spinning has no same-core figure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from freeflow.bench import engine, probe_stream, programs
+from freeflow.bench.errors import BenchError
+from freeflow.bench.paths import Pair
+from freeflow.bench.plan import PINNED_CPUS, Plan
+from freeflow.bench.probe_stream import CHANNEL, PINGPONG, THROUGHPUT, UNIX
+from freeflow.bench.results import Sample
+from freeflow.bench.streams import Cell, read_results, rows, samples
+
+MESSAGE_BYTES = 64
+SMALL, LARGE = 64 << 10, 1 << 20  # bytes of a bulk message
+SPINNING = 1.0  # seconds a wait spins before it sleeps: far longer than a round trip, so it never sleeps
+SLEEPING = 0.0  # a wait sleeps on its doorbell at once
+PROBE_GRACE_S = 60.0
+CHECK_TIMEOUT_S = 30.0
+
+CHANNEL_64K = "freeflow channel, 64 KiB messages"
+CHANNEL_1M = "freeflow channel, 1 MiB messages"
+CHANNEL_SPIN = "freeflow channel, 64 B, spinning"
+CHANNEL_SLEEP = "freeflow channel, 64 B, sleeping"
+UNIX_PAIR = "AF_UNIX socket pair (Python)"
+CELLS = (
+    Cell(CHANNEL_64K, "throughput_gbps", CHANNEL, THROUGHPUT, SMALL),
+    Cell(CHANNEL_1M, "throughput_gbps", CHANNEL, THROUGHPUT, LARGE),
+    Cell(CHANNEL_SPIN, "unpinned", CHANNEL, PINGPONG, MESSAGE_BYTES, SPINNING),
+    Cell(CHANNEL_SLEEP, "unpinned", CHANNEL, PINGPONG, MESSAGE_BYTES, SLEEPING),
+    Cell(CHANNEL_SLEEP, "same_core", CHANNEL, PINGPONG, MESSAGE_BYTES, SLEEPING),
+    Cell(UNIX_PAIR, "throughput_gbps", UNIX, THROUGHPUT, SMALL),
+    Cell(UNIX_PAIR, "unpinned", UNIX, PINGPONG, MESSAGE_BYTES),
+    Cell(UNIX_PAIR, "same_core", UNIX, PINGPONG, MESSAGE_BYTES),
+)
+ROWS = rows(CELLS)
+
+
+def start_server(pair: Pair) -> None:
+    """Check that the containers' client can run every trial, then start the probe's server."""
+    out = engine.execute(pair.client, programs.probe(probe_stream, "check"), CHECK_TIMEOUT_S)
+    if out.stdout.strip() != "ok":
+        said = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+        raise BenchError(f"the channel probe cannot run in {pair.client}: " + (said[-1] if said else "no answer"))
+    engine.start(pair.server, programs.probe(probe_stream, "serve", str(pair.ports.channel)))
+    programs.wait_listening(pair.server, [pair.ports.channel], "the channel probe")
+
+
+def _run(pair: Pair, cells: Sequence[Cell], plan: Plan) -> list[probe_stream.Result]:
+    trials = [cell.trial(plan) for cell in cells]
+    command = programs.probe(probe_stream, "run", pair.address, str(pair.ports.channel),
+                             json.dumps([asdict(trial) for trial in trials]))
+    out = engine.execute(pair.client, command, sum(t.seconds + t.warmup for t in trials) + PROBE_GRACE_S)
+    results = read_results(out.stdout, out.stderr, len(trials), "the channel probe")
+    for trial, result in zip(trials, results, strict=True):
+        if trial.transport == CHANNEL and result.path != "shm":
+            raise BenchError(f"the channel from {pair.client} to {pair.server} took the {result.path!r} path, "
+                             "not shared memory: is the freeflow router running?")
+    return results
+
+
+def sample(pair: Pair, plan: Plan, all_cpus: str) -> dict[str, Sample]:
+    """One run of every channel and AF_UNIX metric: a Sample per row."""
+    free = [cell for cell in CELLS if not cell.pinned]
+    pinned = [cell for cell in CELLS if cell.pinned]
+    results = _run(pair, free, plan)
+    containers = [pair.server, pair.client]
+    engine.set_cpus(containers, PINNED_CPUS)
+    results += _run(pair, pinned, plan)
+    engine.set_cpus(containers, all_cpus)
+    return samples([*free, *pinned], results)
