@@ -43,6 +43,20 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kill(args: argparse.Namespace) -> int:
+    from freeflow.lab.lifecycle import kill_host
+
+    kill_host(args.host)
+    return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    from freeflow.lab.lifecycle import start_host
+
+    start_host(args.host)
+    return 0
+
+
 def _exec(args: argparse.Namespace) -> int:
     from freeflow.lab.lifecycle import exec_command
 
@@ -67,6 +81,13 @@ def add_lab_parser(sub: Any) -> None:
     status = commands.add_parser("status", help="list the hosts and how they are doing")
     status.add_argument("--json", action="store_true", help="print the hosts as JSON")
     status.set_defaults(run=_status)
+    kill = commands.add_parser("kill",
+                               help="SIGKILL every process of a host (dockerd, plugin, containers): a lost host")
+    kill.add_argument("host", help="h1, h2, ...")
+    kill.set_defaults(run=_kill)
+    start = commands.add_parser("start", help="start a killed host's dockerd again; it rejoins the swarm")
+    start.add_argument("host", help="h1, h2, ...")
+    start.set_defaults(run=_start)
     on_host = commands.add_parser("exec", help="run a command on a host (DOCKER_HOST set, in its namespaces)",
                               description="Run COMMAND in host HOST's mount, UTS and network namespaces with "
                                           "DOCKER_HOST aimed at its dockerd; with no COMMAND, a shell.")

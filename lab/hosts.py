@@ -64,12 +64,19 @@ def stop(host: Host, pid: int | None, timeout: float = 30) -> None:
         os.kill(pid, signal.SIGTERM)
         if not _wait_gone([pid], timeout):
             log.warning("the dockerd of %s (PID %d) did not stop within %.0f s", host.name, pid, timeout)
-    leftovers = processes(host)
-    for leftover in leftovers:
+    for leftover in processes(host):
         log.warning("killing PID %d, left behind by %s", leftover, host.name)
-        _signal(leftover, signal.SIGKILL)
+    kill(host)
+
+
+def kill(host: Host) -> None:
+    """SIGKILL every process of the host at once, as a power cut would stop them."""
+    leftovers = processes(host)
+    for pid in leftovers:
+        _signal(pid, signal.SIGKILL)
     if not _wait_gone(leftovers, 10):
         raise CommandError(f"processes of {host.name} survive SIGKILL: {', '.join(map(str, leftovers))}")
+    host.pidfile.unlink(missing_ok=True)  # a killed dockerd leaves it, and refuses to start over it
 
 
 def _kill_containers(host: Host) -> None:
@@ -109,6 +116,8 @@ def processes(host: Host) -> list[int]:
 
 
 def _belongs(host: Host, args: list[str]) -> bool:
+    if not args:  # gone while we looked
+        return False
     program = os.path.basename(args[0])
     if program == "dockerd":
         return host.docker_host in args

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from freeflow.lab.command import run, succeeds
 from freeflow.lab.docker import docker
 from freeflow.lab.errors import LabError
@@ -10,14 +12,14 @@ from freeflow.lab.layout import IMAGES_TAR, Host
 IMAGES = ("freeflow-tools", "debian:bookworm-slim")
 
 
-def save() -> None:
-    """Save IMAGES from the machine's dockerd into one archive (reading them is all it does there)."""
-    missing = [image for image in IMAGES if not succeeds(["docker", "image", "inspect", image])]
+def save(wanted: Sequence[str] = IMAGES) -> None:
+    """Save `wanted` images from the machine's dockerd into one archive (reading them is all it does there)."""
+    missing = [image for image in wanted if not succeeds(["docker", "image", "inspect", image])]
     if missing:
         raise LabError(f"this machine's dockerd lacks {', '.join(missing)}: build them with `make up` "
                        "(scripts/build-images.sh)")
     IMAGES_TAR.parent.mkdir(parents=True, exist_ok=True)
-    run(["docker", "save", "--output", str(IMAGES_TAR), *IMAGES], timeout=300)
+    run(["docker", "save", "--output", str(IMAGES_TAR), *wanted], timeout=300)
 
 
 def load(host: Host) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from freeflow.lab import hosts, images, network, plugin, state, swarm
+from freeflow.lab import hosts, images, network, orchestrator, plugin, state, swarm
 from freeflow.lab.errors import CommandError, LabError
 from freeflow.lab.layout import BRIDGE, LAB_DIR, Host, host_named, is_host_name
 from freeflow.lab.layout import hosts as lab_hosts
@@ -69,16 +69,25 @@ def _build(wanted: list[Host], lab: LabState, folder: Path, report: Report) -> N
         lab.set_pid(host, pid)
     state.save(lab)
     _each(wanted, lambda host: hosts.wait_ready(host, pids[host]))
-    report("loading images " + ", ".join(images.IMAGES))
-    images.save()
+    swarm_wide = lab.plugin_scope == "global"
+    wanted_images = [*images.IMAGES, *([orchestrator.IMAGE] if swarm_wide else [])]
+    report("loading images " + ", ".join(wanted_images))
+    images.save(wanted_images)
     _each(wanted, images.load)
     images.discard()
-    report(f"installing the plugin {plugin.NAME} from {folder}")
-    _each(wanted, lambda host: plugin.install(host, folder, lab.plugin_scope))
+    settings = {"FREEFLOW_SCOPE": lab.plugin_scope}
+    if swarm_wide:
+        token_file = orchestrator.share_token(wanted)
+        settings["FREEFLOW_ORCHESTRATOR_URL"] = orchestrator.url(manager)
+    report(f"installing the plugin {plugin.NAME} from {folder} (scope {lab.plugin_scope})")
+    _each(wanted, lambda host: plugin.install(host, folder, settings))
     report(f"swarm: {manager.name} manager" + (", workers " + ", ".join(h.name for h in workers) if workers else ""))
     token = swarm.init(manager)
     _each(workers, lambda host: swarm.join(host, manager, token))
     swarm.wait_ready(manager, wanted)
+    if swarm_wide:
+        report(f"orchestrator: stack {orchestrator.STACK} on {manager.name}, {orchestrator.url(manager)}")
+        orchestrator.deploy(manager, token_file)
 
 
 def down(report: Report = print) -> None:
@@ -153,16 +162,46 @@ def _host_status(host: Host, lab: LabState) -> HostStatus:
     return HostStatus(host.name, host.address, pid, running, role, enabled, host.docker_host)
 
 
+def _recorded(name: str) -> tuple[Host, LabState]:
+    host = host_named(name)
+    lab = state.load()
+    if lab is None or lab.pid(host) is None:
+        raise LabError(f"{name} is not a host of the lab; `freeflow lab status` lists them")
+    return host, lab
+
+
+def kill_host(name: str, report: Report = print) -> None:
+    """SIGKILL every process of host `name` (dockerd, containerd, the plugin, containers): a host lost."""
+    with state.locked():
+        host, _ = _recorded(name)
+        hosts.kill(host)
+    report(f"{name} killed: its dockerd, plugin and containers are gone; `freeflow lab start {name}` brings it back")
+
+
+def start_host(name: str, report: Report = print) -> None:
+    """Start the dockerd of host `name` again after `kill_host` (or a crash); it rejoins the swarm by itself."""
+    with state.locked():
+        host, lab = _recorded(name)
+        old = lab.pid(host)
+        if old is not None and hosts.is_dockerd(host, old):
+            report(f"{name} is running (dockerd PID {old})")
+            return
+        hosts.kill(host)  # whatever of it survived (a containerd without its dockerd)
+        pid = hosts.start(host)
+        lab.set_pid(host, pid)
+        state.save(lab)
+        hosts.wait_ready(host, pid)
+    report(f"{name} started (dockerd PID {pid})")
+
+
 def exec_command(name: str, command: list[str]) -> tuple[list[str], dict[str, str]]:
     """The command line and environment that run `command` on host `name`: in its mount, UTS and network
     namespaces (its hostname, its /var/lib/freeflow, its interfaces), with DOCKER_HOST aimed at its dockerd."""
-    host = host_named(name)
-    lab = state.load()
-    pid = lab.pid(host) if lab else None
-    if lab is None or pid is None:
-        raise LabError(f"{name} is not a host of the lab; `freeflow lab status` lists them")
+    host, lab = _recorded(name)
+    pid = lab.pid(host)
+    assert pid is not None
     if not hosts.is_dockerd(host, pid):
-        raise LabError(f"the dockerd of {name} (PID {pid}) is not running; `freeflow lab down` and up again")
+        raise LabError(f"the dockerd of {name} (PID {pid}) is not running; `freeflow lab start {name}` starts it")
     command = command or [os.environ.get("SHELL", "/bin/sh")]
     argv = ["nsenter", f"--target={pid}", "--mount", "--uts", "--net", f"--wd={os.getcwd()}", "--", *command]
     return argv, {**os.environ, "DOCKER_HOST": host.docker_host}

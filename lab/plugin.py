@@ -28,11 +28,11 @@ def build_folder(folder: Path | None) -> Path:
     return folder
 
 
-def install(host: Host, folder: Path, scope: str) -> None:
-    """Create and enable the plugin on `host`, reporting `scope` (local or global) to its dockerd."""
+def install(host: Host, folder: Path, settings: dict[str, str]) -> None:
+    """Create the plugin on `host`, set `settings` (FREEFLOW_* variables of config.json) and enable it."""
     docker(host, "plugin", "create", NAME, str(folder), timeout=600)
-    if scope != "local":
-        docker(host, "plugin", "set", NAME, f"FREEFLOW_SCOPE={scope}")
+    if settings:
+        docker(host, "plugin", "set", NAME, *(f"{name}={value}" for name, value in settings.items()))
     docker(host, "plugin", "enable", NAME)
 
 

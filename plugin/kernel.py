@@ -29,4 +29,10 @@ class HostKernel:
     remove_remote = staticmethod(netlink.remove_remote)
 
     def sandbox_exists(self, sandbox_key: str) -> bool:
-        return os.path.exists(in_root(self.prefix, sandbox_key))
+        """Whether a network namespace is mounted at `sandbox_key`. The file Docker mounts it on can outlive
+        the mount (a host that crashed), so the file alone is not enough: it must be a mount point."""
+        path = in_root(self.prefix, sandbox_key)
+        try:
+            return os.stat(path).st_dev != os.stat(os.path.dirname(path)).st_dev
+        except OSError:
+            return False
