@@ -14,6 +14,7 @@ import threading
 from freeflow.orchestrator.client import OrchestratorClient, OrchestratorUnavailable, follow
 from freeflow.orchestrator.schema import Endpoint, Host
 from freeflow.plugin.driver import Driver
+from freeflow.router.rdma_bridge import rdma_available
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,12 @@ class ClusterSync:
         self.watch_wait = watch_wait
         self.stop = threading.Event()
         self.wake = threading.Event()
+        self.rdma = rdma_available()  # advertised, so routers of two RDMA hosts bridge channels over it
 
     @property
     def host(self) -> Host:
         """This host as the directory knows it: its swarm address, learnt from Docker's discovery."""
-        return Host(self.host_id or self.driver.host_address, self.driver.host_address, False)
+        return Host(self.host_id or self.driver.host_address, self.driver.host_address, self.rdma)
 
     def local_endpoints(self) -> list[Endpoint]:
         with self.driver.lock:

@@ -46,6 +46,7 @@ class Cluster(Protocol):
 
     def host_of(self, network_id: str, ip: str) -> str | None: ...
     def listens(self, network_id: str, ip: str, port: int, kind: str) -> bool: ...
+    def rdma_with(self, host: str) -> bool: ...
 
 
 @dataclass
@@ -72,10 +73,12 @@ class Dial:
 
 @dataclass
 class Bridge:
-    """Move a channel's bytes between the rings of `fds` and the host TCP socket `sock` (a bridge process)."""
+    """Move a channel's bytes between the rings of `fds` and the host TCP socket `sock` (a bridge process),
+    over RDMA when `rdma` and both sides manage to set it up, else over the socket itself."""
 
     fds: ChannelFds
     sock: socket.socket
+    rdma: bool = False
 
 
 Action = Reply | Dial | Bridge
@@ -307,12 +310,12 @@ class Broker:
         server = self._local(network, server_ip)
         host = self.cluster.host_of(network, client_ip) if self.cluster else None
         if server is None or host != source:
-            log.warning("refused a %s from %s for %s:%d: %s", "channel" if preamble.kind == Kind.CHANNEL else "graft",
+            log.warning("refused a %s from %s for %s:%d: %s", "channel" if preamble.kind in Kind.CHANNELS else "graft",
                         source, server_ip, server_port, "no such endpoint here" if server is None else
                         f"its client {client_ip} is not an endpoint of {source} on network {network[:12]}")
             sock.close()
             return []
-        if preamble.kind == Kind.CHANNEL:
+        if preamble.kind in Kind.CHANNELS:
             return self._inbound_channel(preamble, sock, server)
         if not self.listeners.get((server.sandbox, server_port)):
             sock.close()
@@ -371,8 +374,8 @@ class Broker:
         channel_id = self._new_channel(sandbox, "", mine.ip, f"{msg.dst_ip}:{msg.dst_port}", msg.ring_size,
                                        client_fds, bridge_fds)
         # A channel has no client port: its ID (unique on this host) stands in for one in the flow key.
-        preamble = Preamble(Kind.CHANNEL, mine.network_id, mine.ip, channel_id, msg.dst_ip, msg.dst_port,
-                            msg.ring_size)
+        kind = Kind.CHANNEL_RDMA if self.cluster.rdma_with(host) else Kind.CHANNEL
+        preamble = Preamble(kind, mine.network_id, mine.ip, channel_id, msg.dst_ip, msg.dst_port, msg.ring_size)
         ready = p.ChannelReady(msg.dst_ip, msg.dst_port, channel_id, msg.ring_size)
         return [Dial(host, preamble, Reply(conn, ready, list(dataclasses.astuple(client_fds))),
                      Reply(conn, overlay(p.Reason.NO_LISTENER)), bridge_fds)]
@@ -394,7 +397,7 @@ class Broker:
                                        server_fds)
         return [Reply(listener, p.ChannelOffer(preamble.client_ip, 0, channel_id, preamble.ring_size),
                       list(dataclasses.astuple(server_fds))),
-                Bridge(bridge_fds, sock)]
+                Bridge(bridge_fds, sock, rdma=preamble.kind == Kind.CHANNEL_RDMA)]
 
     def _over_cap(self, conn: Conn, sandboxes: set[str], ring_size: int, what: str) -> list[Action]:
         """A refusal when a new channel would take a sandbox over its channel memory; [] when it fits."""

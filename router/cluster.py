@@ -12,6 +12,7 @@ import threading
 
 from freeflow.orchestrator.client import OrchestratorClient, OrchestratorUnavailable, follow
 from freeflow.orchestrator.schema import Listener
+from freeflow.router.rdma_bridge import rdma_available
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class ClusterView:
         self._lock = threading.Lock()
         self._hosts: dict[tuple[str, str], str] = {}  # (network, ip) -> host address, other hosts only
         self._listeners: set[ListenerKey] = set()  # other hosts' accelerated listeners
+        self._rdma: set[str] = set()  # addresses of the hosts that advertise an RDMA device
+        self.rdma = rdma_available()
         self._local: set[ListenerKey] = set()
         self._reported: set[ListenerKey] | None = None
 
@@ -39,6 +42,10 @@ class ClusterView:
 
     def listens(self, network_id: str, ip: str, port: int, kind: str) -> bool:
         return (network_id, ip, port, kind) in self._listeners
+
+    def rdma_with(self, host: str) -> bool:
+        """Whether a channel to `host` can try RDMA: both hosts have a device."""
+        return self.rdma and host in self._rdma
 
     def publish(self, listeners: set[ListenerKey]) -> None:
         """This host's accelerated listeners now; the reporting thread sends them if they changed."""
@@ -57,13 +64,15 @@ class ClusterView:
 
     def refresh(self) -> None:
         """Copy the directory's endpoints and listeners (a full listing after every change)."""
-        addresses = {host.host_id: host.address for host in self.client.hosts()}
+        every = self.client.hosts()
+        addresses = {host.host_id: host.address for host in every}
         hosts = {(e.network_id, e.ip): addresses[e.host_id] for e in self.client.endpoints()
                  if e.host_id != self.host_id and e.host_id in addresses}
         listeners = {(lst.network_id, lst.ip, lst.port, lst.kind) for lst in self.client.listeners()
                      if lst.host_id != self.host_id}
-        # Whole-dict swaps: the router's thread reads without a lock and always sees one consistent copy.
+        # Whole-object swaps: the router's thread reads without a lock and always sees one consistent copy.
         self._hosts, self._listeners = hosts, listeners
+        self._rdma = {host.address for host in every if host.rdma}
 
     def _report_forever(self) -> None:
         """Report this host's listeners when they change, and again every `report_every` seconds (a

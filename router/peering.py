@@ -28,6 +28,8 @@ SIZE = _BODY.size + _MAC
 class Kind:
     GRAFT = 1
     CHANNEL = 2
+    CHANNEL_RDMA = 3  # a channel whose bridges try RDMA first (both hosts advertise a device)
+    CHANNELS = (CHANNEL, CHANNEL_RDMA)
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,8 @@ class Preamble:
         magic, version, kind, network, client_ip, client_port, server_ip, server_port, ring = _BODY.unpack(body)
         if magic != MAGIC or version != VERSION:
             raise ProtocolError(f"preamble magic 0x{magic:04x} version {version} is not 0x{MAGIC:04x} {VERSION}")
-        if kind not in (Kind.GRAFT, Kind.CHANNEL):
-            raise ProtocolError(f"preamble kind {kind} is neither graft (1) nor channel (2)")
+        if kind not in (Kind.GRAFT, *Kind.CHANNELS):
+            raise ProtocolError(f"preamble kind {kind} is none of graft (1), channel (2), RDMA channel (3)")
         try:
             network_id = network.rstrip(b"\0").decode("ascii")
         except UnicodeDecodeError:
@@ -73,7 +75,7 @@ class Preamble:
             raise ProtocolError(f"the preamble's network ID {network_id!r} is not a Docker ID")
         if not (client_port and server_port):
             raise ProtocolError("a preamble port is 0")
-        if kind == Kind.CHANNEL and (ring & (ring - 1) or not MIN_RING <= ring <= MAX_RING):
+        if kind in Kind.CHANNELS and (ring & (ring - 1) or not MIN_RING <= ring <= MAX_RING):
             raise ProtocolError(f"ring size {ring} is not a power of two between {MIN_RING} and {MAX_RING}")
         return cls(kind, network_id, socket.inet_ntoa(client_ip), client_port, socket.inet_ntoa(server_ip),
                    server_port, ring)

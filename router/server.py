@@ -418,7 +418,8 @@ class Router:
             return
         sock.setblocking(True)
         if dial.bridge is not None:
-            self._send([Bridge(dial.bridge, sock), dial.accepted])
+            rdma = dial.preamble.kind == peering.Kind.CHANNEL_RDMA
+            self._send([Bridge(dial.bridge, sock, rdma), dial.accepted])
             return
         key = dial.preamble.key
         sandbox = next((e.sandbox for e in self.broker.endpoints
@@ -497,9 +498,10 @@ class Router:
     def _start_bridge(self, bridge: Bridge) -> None:
         """A process of its own moves the channel (it outlives a router restart); our copies are closed."""
         fds = [*dataclasses.astuple(bridge.fds), bridge.sock.fileno()]
+        program = "freeflow.router.rdma_bridge" if bridge.rdma else "freeflow.router.tcp_bridge"
         try:
             self.bridges.append(subprocess.Popen(
-                [sys.executable, "-m", "freeflow.router.tcp_bridge", *map(str, fds)], pass_fds=fds,
+                [sys.executable, "-m", program, *map(str, fds)], pass_fds=fds,
                 start_new_session=True, env={**os.environ, "FREEFLOW_LOG_LEVEL": self.settings.log_level}))
         except OSError as exc:
             log.error("cannot start a channel bridge: %s", exc)

@@ -52,9 +52,9 @@ class TcpBridge:
             while self.sending or self.receiving:
                 if self._step():
                     continue
-                self._announce(True)
+                self.announce(True)
                 if self._step():  # something arrived between the last look and the announcement
-                    self._announce(False)
+                    self.announce(False)
                     continue
                 # The socket only when it can unblock something: data to send, or space to receive into.
                 wanted = ((selectors.EVENT_READ if self.receiving and self.tx.writable() else 0)
@@ -72,7 +72,7 @@ class TcpBridge:
                         self._container_died()
                         selector.unregister(self.lifeline)
                 self.bell.drain()
-                self._announce(False)
+                self.announce(False)
         finally:
             selector.close()
             self.close()
@@ -144,7 +144,7 @@ class TcpBridge:
         if self.receiving:
             self._end_receiving()
 
-    def _announce(self, sleeping: bool) -> None:
+    def announce(self, sleeping: bool) -> None:
         """Ask the container to ring when it adds data (rx) or frees space (tx)."""
         self.rx.reader_waiting = sleeping and self.sending
         self.tx.writer_waiting = sleeping and self.receiving

@@ -130,6 +130,12 @@ class Ring:
         return cls(mapping, capacity)
 
     @property
+    def data(self) -> memoryview:
+        """The data area itself, for registering it with an RDMA device; whatever is made of it must be
+        released before close()."""
+        return self._data
+
+    @property
     def total_written(self) -> int:
         """Bytes ever committed to the ring, as the shared header says (for statistics)."""
         return int(self._counters[HEAD_SLOT])
