@@ -31,7 +31,7 @@ unit: prereqs
 
 lint:
 	ruff check .
-	mypy freeflow plugin config bench
+	mypy freeflow plugin router shm client config orchestrator lab bench
 
 bench: up
 	freeflow bench
