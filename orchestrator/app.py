@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, Response, request
 
@@ -20,6 +20,7 @@ from freeflow.orchestrator.schema import Endpoint, Host, Listener, parse
 from freeflow.orchestrator.store import DirectoryStore
 
 log = logging.getLogger(__name__)
+Report = TypeVar("Report", Endpoint, Listener)  # what a host reports in full
 
 MAX_WATCH_WAIT = 30.0
 
@@ -110,17 +111,21 @@ def create_app(directory: DirectoryStore, token: str, lease_ttl: float = 15.0,
         host = parse(Host, _object_body(host_id=host_id))
         directory.heartbeat(host, lease_ttl)
 
-    @route("/v1/hosts/<host_id>/endpoints", ["PUT"], write=True)
-    def report(host_id: str) -> None:
+    def host_report(host_id: str, field: str, shape: type[Report]) -> list[Report]:
+        """The `field` list of a host's full report, every item of `shape` and of that host, which has a lease."""
         body = _body()
-        if not isinstance(body, dict) or not isinstance(body.get("endpoints"), list):
-            raise BadRequest('the body must be {"endpoints": [...]}')
-        endpoints = [parse(Endpoint, e) for e in body["endpoints"]]
-        if any(e.host_id != host_id for e in endpoints):
-            raise BadRequest(f"every endpoint of the report must have host_id {host_id!r}")
+        if not isinstance(body, dict) or not isinstance(body.get(field), list):
+            raise BadRequest(f'the body must be {{"{field}": [...]}}')
+        items = [parse(shape, item) for item in body[field]]
+        if any(item.host_id != host_id for item in items):
+            raise BadRequest(f"every item of the {field} report must have host_id {host_id!r}")
         if not directory.host_known(host_id):
             raise NotFound(f"host {host_id} has no lease: send its heartbeat first")
-        directory.replace_host_endpoints(host_id, endpoints)
+        return items
+
+    @route("/v1/hosts/<host_id>/endpoints", ["PUT"], write=True)
+    def report(host_id: str) -> None:
+        directory.replace_host_endpoints(host_id, host_report(host_id, "endpoints", Endpoint))
 
     @route("/v1/endpoints", ["GET"])
     def endpoints() -> dict[str, Any]:
@@ -168,15 +173,7 @@ def create_app(directory: DirectoryStore, token: str, lease_ttl: float = 15.0,
 
     @route("/v1/hosts/<host_id>/listeners", ["PUT"], write=True)
     def report_listeners(host_id: str) -> None:
-        body = _body()
-        if not isinstance(body, dict) or not isinstance(body.get("listeners"), list):
-            raise BadRequest('the body must be {"listeners": [...]}')
-        listeners = [parse(Listener, x) for x in body["listeners"]]
-        if any(x.host_id != host_id for x in listeners):
-            raise BadRequest(f"every listener of the report must have host_id {host_id!r}")
-        if not directory.host_known(host_id):
-            raise NotFound(f"host {host_id} has no lease: send its heartbeat first")
-        directory.replace_host_listeners(host_id, listeners)
+        directory.replace_host_listeners(host_id, host_report(host_id, "listeners", Listener))
 
     @route("/v1/watch", ["GET"])
     def watch() -> dict[str, Any]:
