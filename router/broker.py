@@ -147,6 +147,11 @@ class ChannelRecord:
         return sum(ring.total_written for ring in self.rings)
 
 
+# Stands in for the control connection of a listener registered with the router before it restarted: the
+# listener registers again on its next accept(), and until then clients are told to go ahead.
+INHERITED = "inherited from the previous router"
+
+
 def overlay(reason: int) -> p.VerdictReply:
     return p.VerdictReply(p.Verdict.OVERLAY, 0, reason)
 
@@ -228,9 +233,30 @@ class Broker:
         return [Reply(conn, GO)]
 
     def listen(self, conn: Conn, sandbox: str, msg: p.Listen) -> list[Reply]:
-        self.listeners.setdefault((sandbox, msg.port), set()).add(conn)
+        conns = self.listeners.setdefault((sandbox, msg.port), set())
+        conns.discard(INHERITED)
+        conns.add(conn)
         log.debug("listener on port %d in %s", msg.port, sandbox)
         return [Reply(conn, GO)]
+
+    def registrations(self) -> set[tuple[str, int]]:
+        """(sandbox, port) of every grafting listener, for the next router to inherit."""
+        return set(self.listeners)
+
+    def inherit(self, sandbox: str, port: int) -> None:
+        """A listener the previous router knew, still listening: its clients are grafted again at once."""
+        self.listeners.setdefault((sandbox, port), set()).add(INHERITED)
+
+    def inherited(self) -> set[tuple[str, int]]:
+        return {key for key, conns in self.listeners.items() if INHERITED in conns}
+
+    def drop_inherited(self, keep: set[tuple[str, int]]) -> None:
+        """Inherited listeners not in `keep` stopped listening."""
+        for key, conns in list(self.listeners.items()):
+            if INHERITED in conns and key not in keep:
+                conns.discard(INHERITED)
+                if not conns:
+                    del self.listeners[key]
 
     def graft(self, conn: Conn, sandbox: str, msg: p.Graft, now: float | None = None) -> list[Action]:
         now = time.monotonic() if now is None else now

@@ -39,8 +39,8 @@ from freeflow.router import protocol as p
 from freeflow.router.broker import Action, Bridge, Broker, Dial, Endpoint, Reply
 from freeflow.router.cluster import ClusterView
 from freeflow.router.errors import NamespaceError, RouterError
-from freeflow.router.netns import bind_abstract, host_root, in_root
-from freeflow.router.status import connection_status, unix_inodes
+from freeflow.router.netns import bind_abstract, host_root, in_root, read_proc_net
+from freeflow.router.status import connection_status, listening_ports, unix_inodes
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ MAX_CONNS_PER_SANDBOX = 1024
 MAX_INBOUND = 1024  # other routers' connections that have not yet sent their preamble
 PREAMBLE_WAIT = 2.0  # seconds another router has to send its preamble
 STATE_POLL = 0.2
+INHERITED_CHECK = 5.0  # seconds between checks that inherited listeners still listen
 # A joined sandbox's namespace file appears when Docker starts the container, often after Join.
 NAMESPACE_POLL = 0.02
 LIBRARY = Path(freeflow.client.__file__).parent / "preload" / "libfreeflow.so"
@@ -122,6 +123,7 @@ class Router:
         self.dialling: dict[socket.socket, Dialling] = {}
         self.inbound: dict[socket.socket, Inbound] = {}
         self.bridges: list[subprocess.Popen[bytes]] = []
+        self.saved_listeners: set[tuple[str, int]] | None = None
         self.sandboxes: dict[str, socket.socket] = {}
         self.conns: dict[socket.socket, Control] = {}
         self.state_mtime = -1.0
@@ -155,6 +157,7 @@ class Router:
         if self.cluster is not None:
             self.cluster.start()
         self.follow_state()
+        self._inherit_listeners()
         log.info("router ready: %d sandboxes, admin socket %s", len(self.sandboxes), path)
 
     def _install_library(self) -> None:
@@ -173,6 +176,49 @@ class Router:
             folder = root / Path(_module_path(package)).parent
             for source in Path(package.__file__ or "").parent.glob("*.py"):
                 _publish(source, folder / source.name)
+
+    # Listeners across a restart: the registrations live in the old router's memory, and a listener blocked in
+    # accept() only registers again on its next connection; the file lets the new router graft that one too.
+
+    def _listeners_file(self) -> Path:
+        return self.run_dir / "listeners.json"
+
+    def _save_listeners(self) -> None:
+        registered = self.broker.registrations()
+        if registered == self.saved_listeners:
+            return
+        self.saved_listeners = registered
+        tmp = self._listeners_file().with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(registered)))
+        os.replace(tmp, self._listeners_file())
+
+    def _inherit_listeners(self) -> None:
+        """Take over the previous router's listeners whose socket still listens in its sandbox."""
+        try:
+            known = json.loads(self._listeners_file().read_text())
+            entries = {(str(sandbox), int(port)) for sandbox, port in known}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("ignoring %s: %s", self._listeners_file(), exc)
+            return
+        for sandbox, port in sorted(entries):
+            if sandbox in self.sandboxes and port in self._listening_ports(sandbox):
+                self.broker.inherit(sandbox, port)
+                log.info("listener on port %d in %s inherited from the previous router", port, sandbox)
+
+    def _check_inherited(self) -> None:
+        """Inherited listeners that stopped listening before registering again are forgotten."""
+        inherited = self.broker.inherited()
+        if inherited:
+            self.broker.drop_inherited({key for key in inherited if key[1] in self._listening_ports(key[0])})
+
+    def _listening_ports(self, sandbox: str) -> set[int]:
+        try:
+            tables = [read_proc_net(self.host(sandbox), table) for table in ("tcp", "tcp6")]
+        except (NamespaceError, OSError):
+            return set()
+        return listening_ports("".join(tables))
 
     # The plugin's state.
 
@@ -251,7 +297,7 @@ class Router:
 
     def run(self) -> None:
         self.start()
-        next_poll = 0.0
+        next_poll = next_check = 0.0
         while True:
             poll = NAMESPACE_POLL if self.wanted - set(self.sandboxes) else STATE_POLL
             deadlines = [d for d in (self.broker.next_deadline(), self._next_peering_deadline()) if d is not None]
@@ -264,6 +310,10 @@ class Router:
                 self.follow_state()
                 self._reap_bridges()
                 next_poll = time.monotonic() + poll
+            if time.monotonic() >= next_check:
+                self._check_inherited()
+                next_check = time.monotonic() + INHERITED_CHECK
+            self._save_listeners()
             if self.cluster is not None:
                 self.cluster.publish(self.broker.published_listeners())
 

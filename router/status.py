@@ -17,6 +17,7 @@ from freeflow.router.errors import NamespaceError
 from freeflow.router.netns import read_proc_net
 
 TCP_ESTABLISHED = "01"
+TCP_LISTEN = "0A"
 
 
 def unix_inodes() -> set[int]:
@@ -36,6 +37,16 @@ def tcp_inodes() -> set[int]:
 def _address(text: str) -> str:
     ip_hex, port_hex = text.split(":")
     return f"{socket.inet_ntoa(struct.pack('<I', int(ip_hex, 16)))}:{int(port_hex, 16)}"
+
+
+def listening_ports(proc_net_tcp: str) -> set[int]:
+    """Ports of the listening sockets in /proc/net/tcp (and tcp6) texts."""
+    ports = set()
+    for line in proc_net_tcp.splitlines():
+        cols = line.split()
+        if len(cols) > 3 and cols[3] == TCP_LISTEN:
+            ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def established_tcp(proc_net_tcp: str) -> list[tuple[str, str]]:
