@@ -58,5 +58,5 @@ def print_status(settings: Settings, as_json: bool = False) -> int:
             print(f"  {conn['path']:8} {conn['local']:>21} -> {conn['remote']}")
         for ch in info.get("channels", []):
             print(f"  channel  {ch['client']:>21} -> {ch['server']}  rings {ch['ring_size']} B, "
-                  f"{ch['bytes_moved']} B moved")
+                  f"{ch['bytes_moved']} B moved, {ch['path']}")
     return 0
