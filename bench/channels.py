@@ -1,5 +1,6 @@
-"""The shared-memory channel rows and their AF_UNIX baseline, measured by probe_stream in the CHANNELS containers.
+"""The shared-memory channel rows and their AF_UNIX baseline, measured by probe_stream in a channel pair's containers.
 
+CELLS are the same-host rows, ACROSS_CELLS the channel between two hosts (bridged by their routers over TCP).
 Each round runs the probe twice: containers free on every CPU, then both pinned to one CPU for "same core".
 A spinning wait on one CPU only delays its peer, so spinning has no same-core figure.
 """
@@ -16,7 +17,7 @@ from freeflow.bench.paths import Pair
 from freeflow.bench.plan import PINNED_CPUS, Plan
 from freeflow.bench.probe_stream import CHANNEL, PINGPONG, THROUGHPUT, UNIX
 from freeflow.bench.results import Sample
-from freeflow.bench.streams import Cell, read_results, rows, samples
+from freeflow.bench.streams import Cell, read_results, samples
 
 MESSAGE_BYTES = 64
 SMALL, LARGE = 64 << 10, 1 << 20  # bytes of a bulk message
@@ -40,7 +41,12 @@ CELLS = (
     Cell(UNIX_PAIR, "unpinned", UNIX, PINGPONG, MESSAGE_BYTES),
     Cell(UNIX_PAIR, "same_core", UNIX, PINGPONG, MESSAGE_BYTES),
 )
-ROWS = rows(CELLS)
+CHANNEL_ACROSS = "freeflow channel (across hosts)"
+ACROSS_CELLS = (  # the ends sleep at once, like CHANNEL_SLEEP: the routers' bridge sits between them
+    Cell(CHANNEL_ACROSS, "throughput_gbps", CHANNEL, THROUGHPUT, SMALL),
+    Cell(CHANNEL_ACROSS, "unpinned", CHANNEL, PINGPONG, MESSAGE_BYTES, SLEEPING),
+    Cell(CHANNEL_ACROSS, "same_core", CHANNEL, PINGPONG, MESSAGE_BYTES, SLEEPING),
+)
 
 
 def start_server(pair: Pair) -> None:
@@ -66,10 +72,10 @@ def _run(pair: Pair, cells: Sequence[Cell], plan: Plan) -> list[probe_stream.Res
     return results
 
 
-def sample(pair: Pair, plan: Plan, all_cpus: str) -> dict[str, Sample]:
-    """One run of every channel and AF_UNIX metric: a Sample per row."""
-    free = [cell for cell in CELLS if not cell.pinned]
-    pinned = [cell for cell in CELLS if cell.pinned]
+def sample(pair: Pair, cells: Sequence[Cell], plan: Plan, all_cpus: str) -> dict[str, Sample]:
+    """One run of every cell's trial: a Sample per row."""
+    free = [cell for cell in cells if not cell.pinned]
+    pinned = [cell for cell in cells if cell.pinned]
     results = _run(pair, free, plan)
     containers = [pair.server, pair.client]
     engine.set_cpus(containers, PINNED_CPUS)

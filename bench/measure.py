@@ -51,7 +51,8 @@ def parse_sockperf(output: str) -> Rtt:
 
 
 def start_servers(pair: Pair) -> None:
-    """Start every server of the path in its server container and wait until all listen."""
+    """Start every server of the path in its server container and wait until all listen (and, on a grafted path,
+    until the client's connections are grafted)."""
     iperf3 = ["iperf3", "--server", "--port", str(pair.ports.iperf3)]
     if pair.listen != "0.0.0.0":  # iperf3 without --bind listens on IPv4 and IPv6
         iperf3 += ["--bind", pair.listen]
@@ -62,6 +63,8 @@ def start_servers(pair: Pair) -> None:
     ports = pair.ports
     programs.wait_listening(pair.server, (ports.iperf3, ports.sockperf, ports.connect, ports.redis),
                             f"the servers of {pair.path.name}")
+    if pair.path.grafted:
+        connect.wait_grafted(pair)
 
 
 def throughput(pair: Pair, plan: Plan) -> float:

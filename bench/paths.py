@@ -1,7 +1,9 @@
-"""The network paths under test, and the lab that sets each up as a server and a client container and removes them.
+"""The network paths under test, where their containers run, and the lab that sets each path up as a server and a
+client container and removes them.
 
-To measure another TCP path, add one PathSpec to PATHS; its row appears in the table, the CSV and the plot.
-CHANNELS is the pair the shared-memory channel rows are measured in.
+To measure another TCP path, add one PathSpec to PATHS (one host) or ACROSS_PATHS (server and client on two lab
+hosts); its row appears in the table, the CSV and the plot. CHANNELS and ACROSS_CHANNELS are the pairs the
+shared-memory channel rows are measured in.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, fields
 
 from freeflow.bench import engine
+from freeflow.bench.engine import LOCAL, Container, DockerHost
 from freeflow.bench.errors import BenchError
 from freeflow.bench.swarm import Swarm
 
@@ -27,26 +30,61 @@ class PathSpec:
     network: str | None = None  # an existing network (`bridge`, `host`); None: the lab creates one
     create_args: tuple[str, ...] = ()  # `docker network create` arguments when the lab creates the network
     needs_swarm: bool = False
-    loopback: bool = False  # the containers share the host's stack: the server listens on 127.0.0.1
+    host_stack: bool = False  # the containers use their hosts' own stacks: the server listens on its host's address
     run_args: tuple[str, ...] = ()  # extra `docker run` arguments for both containers
+    grafted: bool = False  # the router grafts its connections: measured only once a connection is seen grafted
 
 
 RUN_DIR = "/run/freeflow"  # the router's default FREEFLOW_RUN_DIR: the preload library and the Python client
 FREEFLOW = ("--driver", "freeflow")
+# swarm refuses the short, socket-file name of a managed plugin for a swarm-scoped network
+SWARM_FREEFLOW = ("--driver", "freeflow/driver:latest", "--attachable")
+OVERLAY = ("--driver", "overlay", "--attachable")
 PRELOADED = ("-v", f"{RUN_DIR}:{RUN_DIR}:ro", "-e", f"LD_PRELOAD={RUN_DIR}/libfreeflow.so")
 WITH_CLIENT = ("-v", f"{RUN_DIR}:{RUN_DIR}:ro", "-e", f"PYTHONPATH={RUN_DIR}/python")
 
 GRAFTED = "freeflow grafted (same host)"
 PATHS: tuple[PathSpec, ...] = (
     PathSpec("Docker bridge", "bridge", network="bridge"),
-    PathSpec("Docker overlay (one node)", "overlay", create_args=("--driver", "overlay", "--attachable"),
-             needs_swarm=True),
-    PathSpec("host network", "host", network="host", loopback=True),
+    PathSpec("Docker overlay (one node)", "overlay", create_args=OVERLAY, needs_swarm=True),
+    PathSpec("host network", "host", network="host", host_stack=True),
     PathSpec("freeflow", "freeflow", create_args=FREEFLOW),
-    PathSpec(GRAFTED, "grafted", create_args=FREEFLOW, run_args=PRELOADED),
+    PathSpec(GRAFTED, "grafted", create_args=FREEFLOW, run_args=PRELOADED, grafted=True),
 )
 BASELINE = PATHS[0].name  # every ratio is to this path
 CHANNELS = PathSpec("freeflow channels", "channel", create_args=FREEFLOW, run_args=WITH_CLIENT)
+
+OVERLAY_ACROSS = "Docker overlay (across hosts)"
+FREEFLOW_ACROSS = "freeflow overlay (across hosts)"
+GRAFTED_ACROSS = "freeflow grafted (across hosts)"
+ACROSS_PATHS: tuple[PathSpec, ...] = (
+    PathSpec(OVERLAY_ACROSS, "overlay", create_args=OVERLAY, needs_swarm=True),
+    PathSpec("underlay (host networks)", "host", network="host", host_stack=True),
+    PathSpec(FREEFLOW_ACROSS, "freeflow", create_args=SWARM_FREEFLOW, needs_swarm=True),
+    PathSpec(GRAFTED_ACROSS, "grafted", create_args=SWARM_FREEFLOW, needs_swarm=True, run_args=PRELOADED,
+             grafted=True),
+)
+ACROSS_BASELINE = OVERLAY_ACROSS  # every cross-host ratio is to this path
+ACROSS_CHANNELS = PathSpec("freeflow channels (across hosts)", "channel", create_args=SWARM_FREEFLOW,
+                           needs_swarm=True, run_args=WITH_CLIENT)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The engines of a run: the server containers on one, the clients on another (or the same), the networks
+    created on the manager's (a swarm manager, where swarm-scoped networks are made)."""
+
+    server: DockerHost
+    client: DockerHost
+    manager: DockerHost
+
+    @property
+    def hosts(self) -> list[DockerHost]:
+        """Each engine once, the manager first."""
+        return list(dict.fromkeys((self.manager, self.server, self.client)))
+
+
+ONE_HOST = Placement(LOCAL, LOCAL, LOCAL)
 
 
 @dataclass(frozen=True)
@@ -65,8 +103,8 @@ class Pair:
     """A path set up: its two running containers and where the client reaches the server."""
 
     path: PathSpec
-    server: str
-    client: str
+    server: Container
+    client: Container
     address: str  # the server's address as the client dials it
     listen: str  # the address the server binds
     ports: Ports
@@ -82,17 +120,19 @@ def free_ports() -> Ports:
 
 
 class Lab:
-    """The containers and networks of one run, named `<run id>-…` and labelled with the run id.
+    """The containers and networks of one run, named `<run id>-…` and labelled with the run id, on the engines of
+    its placement.
 
     close() removes exactly what carries the label, whatever step failed, and leaves a swarm the run made.
     """
 
     NETWORK_RM_TRIES = 10  # an overlay keeps its endpoints a moment after their containers are gone
 
-    def __init__(self, progress: Callable[[str], None]) -> None:
+    def __init__(self, progress: Callable[[str], None], placement: Placement = ONE_HOST) -> None:
         self.run_id = f"ffbench-{secrets.token_hex(3)}"
         self.ports = free_ports()
-        self._swarm = Swarm(progress)
+        self.placement = placement
+        self._swarm = Swarm(progress, placement.manager)
 
     def open(self, path: PathSpec) -> Pair:
         network = path.network
@@ -100,25 +140,28 @@ class Lab:
             if path.needs_swarm:
                 self._swarm.join()
             network = f"{self.run_id}-{path.key}"
-            engine.create_network(network, self.run_id, path.create_args)
-        server, client = f"{self.run_id}-{path.key}-srv", f"{self.run_id}-{path.key}-cli"
-        for name in (server, client):
-            engine.run_container(name, self.run_id, network, path.run_args)
-        if path.loopback:
-            return Pair(path, server, client, "127.0.0.1", "127.0.0.1", self.ports)
+            engine.create_network(network, self.run_id, path.create_args, self.placement.manager)
+        prefix = f"{self.run_id}-{path.key}"
+        server = engine.run_container(f"{prefix}-srv", self.run_id, network, path.run_args, self.placement.server)
+        client = engine.run_container(f"{prefix}-cli", self.run_id, network, path.run_args, self.placement.client)
+        if path.host_stack:
+            address = self.placement.server.address
+            return Pair(path, server, client, address, address, self.ports)
         return Pair(path, server, client, engine.container_ip(server, network), "0.0.0.0", self.ports)
 
     def close(self) -> list[str]:
         """Remove everything of this run; return what could not be removed (each step is tried regardless)."""
         problems = []
+        for host in self.placement.hosts:
+            try:
+                containers = engine.labelled_containers(self.run_id, host)
+                if containers:
+                    engine.docker("rm", "--force", "--volumes", *containers, host=host, timeout=120)
+            except BenchError as exc:
+                problems.append(str(exc))
+        manager = self.placement.manager
         try:
-            containers = engine.labelled_containers(self.run_id)
-            if containers:
-                engine.docker("rm", "--force", "--volumes", *containers, timeout=120)
-        except BenchError as exc:
-            problems.append(str(exc))
-        try:
-            problems += self._remove_networks(engine.labelled_networks(self.run_id))
+            problems += self._remove_networks(engine.labelled_networks(self.run_id, manager), manager)
         except BenchError as exc:
             problems.append(str(exc))
         try:
@@ -127,7 +170,7 @@ class Lab:
             problems.append(str(exc))
         return problems
 
-    def _remove_networks(self, networks: Sequence[str]) -> list[str]:
+    def _remove_networks(self, networks: Sequence[str], host: DockerHost) -> list[str]:
         left = list(networks)
         problems: dict[str, str] = {}
         for attempt in range(self.NETWORK_RM_TRIES):
@@ -136,7 +179,7 @@ class Lab:
             problems = {}
             for network in left:
                 try:
-                    engine.docker("network", "rm", network)
+                    engine.docker("network", "rm", network, host=host)
                 except BenchError as exc:
                     problems[network] = str(exc)
             left = list(problems)

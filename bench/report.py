@@ -144,7 +144,10 @@ def _draw_panel(axes: Axes, results: Sequence[PathResult], panel: Panel) -> None
     axes.set_xlabel(panel.xlabel)
     axes.margins(x=0.2)
     if panel.log:
+        from matplotlib.ticker import NullFormatter
+
         axes.set_xscale("log")
+        axes.xaxis.set_minor_formatter(NullFormatter())  # over a narrow range the minor labels overlap
     if len(metrics) > 1:
         axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(metrics), fontsize=8, frameon=False)
 

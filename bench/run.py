@@ -1,76 +1,52 @@
-"""`freeflow bench`: set up every path, measure them in interleaved rounds, remove everything, then report.
+"""`freeflow bench`: set up every path of a suite, measure them in interleaved rounds, remove everything, then report.
 
 Progress goes to stderr as it happens; the table and the targets go to stdout, the CSV and the plot to the output
-folder.
+folder. With `--hosts` the paths run between two lab hosts (lab_hosts.py), on one host otherwise.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
-from freeflow.bench import channels, engine, measure, plan, redis
+from freeflow.bench import channels, engine, lab_hosts, measure, plan, redis
 from freeflow.bench.c_ring import CRing
 from freeflow.bench.errors import BenchError
-from freeflow.bench.paths import BASELINE, CHANNELS, PATHS, Lab
+from freeflow.bench.paths import ONE_HOST, Lab, Placement
 from freeflow.bench.report import describe, format_table, write_reports
 from freeflow.bench.results import Sample, summarise
-from freeflow.bench.rows import ROWS
-from freeflow.bench.targets import check, format_verdicts
+from freeflow.bench.signals import shielded, sigterm_as_interrupt
+from freeflow.bench.suites import ACROSS_HOSTS, SAME_HOST, Suite
+from freeflow.bench.targets import check, format_verdicts, heading
 
 
 def _progress(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Let `kill` stop a run the way Ctrl-C does, so that cleanup runs."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def _shielded() -> Iterator[None]:
-    """Ignore Ctrl-C and SIGTERM; the docker commands started meanwhile inherit that, so cleanup completes."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _measure(lab: Lab, ring: CRing, run_plan: plan.Plan, rounds: int) -> dict[str, list[Sample]]:
-    all_cpus = engine.all_cpus()
-    _progress(f"setting up {CHANNELS.name}")  # first: it checks the containers' client, which may be too old
-    channel_pair = lab.open(CHANNELS)
+def _measure(lab: Lab, suite: Suite, ring: CRing | None, run_plan: plan.Plan,
+             rounds: int) -> dict[str, list[Sample]]:
+    all_cpus = engine.all_cpus(lab.placement.client)
+    _progress(f"setting up {suite.channels.name}")  # first: it checks the containers' client, which may be too old
+    channel_pair = lab.open(suite.channels)
     channels.start_server(channel_pair)
     pairs = []
-    for path in PATHS:
+    for path in suite.paths:
         _progress(f"setting up {path.name}")
         pair = lab.open(path)
         measure.start_servers(pair)
         pairs.append(pair)
-    samples: dict[str, list[Sample]] = {row.name: [] for row in ROWS}
+    samples: dict[str, list[Sample]] = {row.name: [] for row in suite.rows}
 
     for n in range(1, rounds + 1):
         where = f"round {n}/{rounds}"
         for pair in pairs:
             _record(samples, {pair.path.name: measure.sample(pair, run_plan, all_cpus)}, where)
-        _record(samples, channels.sample(channel_pair, run_plan, all_cpus), where)
-        _record(samples, ring.sample(run_plan), where)
+        _record(samples, channels.sample(channel_pair, suite.cells, run_plan, all_cpus), where)
+        if ring is not None:
+            _record(samples, ring.sample(run_plan), where)
     return samples
 
 
@@ -80,33 +56,59 @@ def _record(samples: dict[str, list[Sample]], measured: dict[str, Sample], where
         _progress(f"{where}, {row}: {describe(s)}")
 
 
-def _note(run_plan: plan.Plan, rounds: int) -> str:
+def _note(suite: Suite, run_plan: plan.Plan, rounds: int) -> str:
     return (f"Median of {rounds} run{'s' if rounds > 1 else ''} per row. TCP paths: throughput of one iperf3 "
             f"stream; RTT of sockperf TCP ping-pongs of {measure.MESSAGE_BYTES} B (twice its one-way latency); "
             f"connect: p50 of {run_plan.connections} connect() calls one after the other (grafting included); "
             f"redis-benchmark with {redis.CLIENTS} clients, {run_plan.redis_requests} requests per test. "
-            f"Channel, AF_UNIX and C ring rows: one stream of {channels.SMALL >> 10} KiB (or 1 MiB) writes, and "
-            f"{channels.MESSAGE_BYTES} B ping-pongs timed by the probe itself (Python; the C ring in C). "
-            f"Same core: both ends on CPU {plan.PINNED_CPUS}; a spinning path has no same-core figure.")
+            f"{suite.note}")
 
 
 def _clean_up(lab: Lab) -> bool:
     """Remove what the run made; say what is left and how to find it. True when nothing is left."""
-    with _shielded():
+    with shielded():
         _progress(f"removing the containers and networks of {lab.run_id}")
         problems = lab.close()
     for problem in problems:
         _progress(f"cleanup: {problem}")
-    if problems:
-        _progress(f"left behind: see `docker ps -a --filter label={engine.LABEL}={lab.run_id}` "
-                  f"and `docker network ls --filter label={engine.LABEL}={lab.run_id}`")
+    label = f"label={engine.LABEL}={lab.run_id}"
+    for host in lab.placement.hosts if problems else ():
+        cli = "docker" if host.url is None else f"docker --host {host.url}"
+        _progress(f"left behind on {host.name}: see `{cli} ps -a --filter {label}` "
+                  f"and `{cli} network ls --filter {label}`")
     return not problems
 
 
-def run_bench(short: bool, out_dir: str, repeat: int) -> int:
-    """Measure every row, print the table and the targets, write results.csv and results.png; return the status."""
+def _bench(suite: Suite, placement: Placement, ring: CRing | None, run_plan: plan.Plan, rounds: int,
+           out: Path) -> int:
+    """Measure the suite's rows on `placement`, print the table and the targets, write the CSV and the plot."""
+    lab = Lab(_progress, placement)
+    ports = ", ".join(f"{port} ({name})" for name, port in vars(lab.ports).items())
+    where = " to ".join(dict.fromkeys(host.name for host in (placement.client, placement.server)))
+    _progress(f"run {lab.run_id} on {where}: {len(suite.rows)} rows, {rounds} round{'s' if rounds > 1 else ''}, "
+              f"ports {ports}")
+    try:
+        samples = _measure(lab, suite, ring, run_plan, rounds)
+    finally:
+        clean = _clean_up(lab)
+    results = summarise(samples, suite.baseline)
+    print(format_table(results, suite.baseline))
+    print(f"\n{_note(suite, run_plan, rounds)}")
+    print(f"\n{heading(suite.targets)}")
+    print(format_verdicts(check(results, suite.targets)))
+    for written in write_reports(results, out, suite.baseline):
+        _progress(f"wrote {written}")
+    return 0 if clean else 1
+
+
+def run_bench(short: bool, out_dir: str, repeat: int, hosts: bool = False, existing_lab: bool = False) -> int:
+    """Measure every row of the suite (across lab hosts with `hosts`), print the table and the targets, write
+    results.csv and results.png; return the status."""
     if repeat < 1:
         raise BenchError("--repeat must be at least 1")
+    if existing_lab and not hosts:
+        raise BenchError("--existing-lab goes with --hosts")
+    suite = ACROSS_HOSTS if hosts else SAME_HOST
     run_plan, rounds = (plan.SHORT, 1) if short else (plan.FULL, repeat)
     out = Path(out_dir)
     try:
@@ -114,28 +116,17 @@ def run_bench(short: bool, out_dir: str, repeat: int) -> int:
     except OSError as exc:
         raise BenchError(f"cannot write the results into {out_dir}: {exc.strerror}") from None
     started = time.monotonic()
-    _progress("building the C ring")
-    with CRing() as ring:
-        _progress(f"built the C ring in {ring.binary.parent}")
-        lab = Lab(_progress)
-        ports = ", ".join(f"{port} ({name})" for name, port in vars(lab.ports).items())
-        _progress(f"run {lab.run_id}: {len(ROWS)} rows, {rounds} round{'s' if rounds > 1 else ''}, ports {ports}")
-        samples = None
-        try:
-            with _sigterm_as_interrupt():
-                samples = _measure(lab, ring, run_plan, rounds)
-        except KeyboardInterrupt:
-            _progress("interrupted")
-        finally:
-            clean = _clean_up(lab)
-    if samples is None:
+    try:
+        with sigterm_as_interrupt(), ExitStack() as stack:
+            ring = None
+            if suite.c_ring:
+                _progress("building the C ring")
+                ring = stack.enter_context(CRing())
+                _progress(f"built the C ring in {ring.binary.parent}")
+            placement = stack.enter_context(lab_hosts.lab_placement(_progress, existing_lab)) if hosts else ONE_HOST
+            status = _bench(suite, placement, ring, run_plan, rounds, out)
+    except KeyboardInterrupt:
+        _progress("interrupted")
         return 130
-    results = summarise(samples, BASELINE)
-    print(format_table(results, BASELINE))
-    print(f"\n{_note(run_plan, rounds)}")
-    print("\nTargets of issues 3 and 4 (read, not enforced):")
-    print(format_verdicts(check(results)))
-    for written in write_reports(results, out, BASELINE):
-        _progress(f"wrote {written}")
     _progress(f"done in {time.monotonic() - started:.0f} s")
-    return 0 if clean else 1
+    return status

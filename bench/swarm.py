@@ -1,6 +1,6 @@
-"""Swarm mode for the overlay path: initialised only if the engine is not in a swarm, and then left at the end.
+"""Swarm mode for the overlay paths: initialised only if the engine is not in a swarm, and then left at the end.
 
-An engine already in a swarm is used as it is and left in it.
+An engine already in a swarm (a lab's manager, say) is used as it is and left in it.
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ def candidate_addresses() -> list[str]:
 class Swarm:
     """Makes sure the engine is a swarm manager; remembers whether it made the swarm so it can leave it."""
 
-    def __init__(self, progress: Callable[[str], None]) -> None:
+    def __init__(self, progress: Callable[[str], None], host: engine.DockerHost = engine.LOCAL) -> None:
         self._progress = progress
+        self._host = host
         self._node_id: str | None = None
 
     def join(self) -> None:
-        state, _ = engine.swarm_state()
+        state, _ = engine.swarm_state(self._host)
         if state == "active":
             return
         if state != "inactive":
@@ -45,25 +46,25 @@ class Swarm:
         failures = []
         for address in candidate_addresses():
             try:
-                engine.docker("swarm", "init", "--advertise-addr", address)
+                engine.docker("swarm", "init", "--advertise-addr", address, host=self._host)
             except DockerError as exc:
                 failures.append(f"{address}: {exc}")
                 continue
-            state, node_id = engine.swarm_state()
+            state, node_id = engine.swarm_state(self._host)
             if state == "active":
                 self._node_id = node_id
                 self._progress(f"initialised a swarm (--advertise-addr {address}); it is left at the end")
                 return
             failures.append(f"{address}: the swarm is {state} after init")
-            engine.docker("swarm", "leave", "--force")
+            engine.docker("swarm", "leave", "--force", host=self._host)
         raise BenchError("could not initialise a swarm for the overlay path: " + "; ".join(failures))
 
     def leave(self) -> None:
         """Leave the swarm if this run made it and the engine is still in that same swarm."""
         if self._node_id is None:
             return
-        state, node_id = engine.swarm_state()
+        state, node_id = engine.swarm_state(self._host)
         if state == "active" and node_id == self._node_id:
-            engine.docker("swarm", "leave", "--force")
+            engine.docker("swarm", "leave", "--force", host=self._host)
             self._progress("left the swarm this run initialised")
         self._node_id = None

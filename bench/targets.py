@@ -1,4 +1,5 @@
-"""The goals issues 3 and 4 set on this machine, checked against one run's rows and printed under the table.
+"""The goals issues 3 and 4 (one host) and 5 (across hosts) set on this machine, checked against one run's rows
+and printed under the table.
 
 They are read, never enforced: neither the exit status nor any test depends on them (the machine is shared).
 """
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 from freeflow.bench.c_ring import ROW as C_RING
 from freeflow.bench.channels import CHANNEL_64K, CHANNEL_SLEEP, CHANNEL_SPIN, UNIX_PAIR
-from freeflow.bench.paths import BASELINE, GRAFTED
+from freeflow.bench.paths import ACROSS_BASELINE, BASELINE, FREEFLOW_ACROSS, GRAFTED, GRAFTED_ACROSS
 from freeflow.bench.report import BY_METRIC
 from freeflow.bench.results import PathResult, headline
 
@@ -52,6 +53,13 @@ TARGETS: tuple[Target, ...] = (
     Target(4, CHANNEL_SLEEP, "same_core", AT_MOST, 1.0, UNIX_PAIR),
     Target(4, CHANNEL_SLEEP, "unpinned", AT_MOST, 1.0, UNIX_PAIR),
 )
+ACROSS_TARGETS: tuple[Target, ...] = (
+    Target(5, GRAFTED_ACROSS, "throughput_gbps", AT_LEAST, 1.15, ACROSS_BASELINE),
+    Target(5, GRAFTED_ACROSS, "same_core", AT_MOST, 0.75, ACROSS_BASELINE),
+    # "within 10% of Docker's overlay": no more than 10% slower, in throughput and in round trip
+    Target(5, FREEFLOW_ACROSS, "throughput_gbps", AT_LEAST, 0.9, ACROSS_BASELINE),
+    Target(5, FREEFLOW_ACROSS, "same_core", AT_MOST, 1.1, ACROSS_BASELINE),
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,13 @@ def check(results: Sequence[PathResult], targets: Sequence[Target] = TARGETS) ->
         bound = None if reference is None else t.factor * reference + t.offset
         verdicts.append(Verdict(t, _figure(results, t.row, t.metric), bound))
     return verdicts
+
+
+def heading(targets: Sequence[Target]) -> str:
+    """The line above the verdicts, naming the issues the targets come from."""
+    issues = [str(n) for n in sorted({t.issue for t in targets})]
+    named = issues[0] if len(issues) == 1 else f"{', '.join(issues[:-1])} and {issues[-1]}"
+    return f"Targets of issue{'s' if len(issues) > 1 else ''} {named} (read, not enforced):"
 
 
 def format_verdicts(verdicts: Sequence[Verdict]) -> str:

@@ -65,7 +65,8 @@ def _settings(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from freeflow.bench.run import run_bench
 
-    return run_bench(short=args.short, out_dir=args.out, repeat=args.repeat)
+    return run_bench(short=args.short, out_dir=args.out, repeat=args.repeat, hosts=args.hosts,
+                     existing_lab=args.existing_lab)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,8 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("protocol-header", help="print the C header of the router's control protocol").set_defaults(
         run=_protocol_header)
     sub.add_parser("settings", help="print every setting as a Markdown table").set_defaults(run=_settings)
-    bench = sub.add_parser("bench", help="compare freeflow with Docker's networks on this host")
+    bench = sub.add_parser("bench", help="compare freeflow with Docker's networks on this host or across hosts")
     bench.add_argument("--short", action="store_true", help="one quick run of each path (for tests)")
+    bench.add_argument("--hosts", action="store_true",
+                       help="the cross-host rows, between lab hosts h1 and h2: the lab that is up (global scope), "
+                            "or a 2-host lab brought up for the run and taken down after it")
+    bench.add_argument("--existing-lab", action="store_true",
+                       help="with --hosts: use the lab that is up, and fail if none is (never bring one up)")
     bench.add_argument("--repeat", type=int, default=5, help="runs per path; the median is reported")
     bench.add_argument("--out", default="bench-results", help="folder for the CSV and the PNG plot")
     bench.set_defaults(run=_bench)

@@ -8,26 +8,50 @@ import pytest
 
 from freeflow.bench import paths as paths_module
 from freeflow.bench import swarm as swarm_module
+from freeflow.bench.engine import LOCAL, Container, DockerHost
 from freeflow.bench.errors import BenchError, DockerError
-from freeflow.bench.paths import BASELINE, CHANNELS, GRAFTED, PATHS, Lab, free_ports
+from freeflow.bench.paths import (
+    ACROSS_BASELINE,
+    ACROSS_CHANNELS,
+    ACROSS_PATHS,
+    BASELINE,
+    CHANNELS,
+    GRAFTED,
+    GRAFTED_ACROSS,
+    PATHS,
+    Lab,
+    PathSpec,
+    Placement,
+    free_ports,
+)
 from freeflow.bench.swarm import Swarm, parse_addresses
 
 
-def test_paths_have_unique_names_and_docker_safe_keys():
-    assert len({p.name for p in PATHS}) == len(PATHS)
-    assert len({p.key for p in PATHS}) == len(PATHS)
-    assert all(re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", p.key) for p in PATHS)
+@pytest.mark.parametrize("specs", [PATHS, ACROSS_PATHS], ids=["one host", "across hosts"])
+def test_paths_have_unique_names_and_docker_safe_keys(specs):
+    assert len({p.name for p in specs}) == len(specs)
+    assert len({p.key for p in specs}) == len(specs)
+    assert all(re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", p.key) for p in specs)
 
 
-def test_the_baseline_is_dockers_bridge_and_measured_first():
+def test_the_baselines_are_dockers_bridge_and_overlay_and_measured_first():
     assert BASELINE == PATHS[0].name == "Docker bridge"
     assert PATHS[0].network == "bridge"
+    assert ACROSS_PATHS[0].name == ACROSS_BASELINE
+    assert ACROSS_PATHS[0].create_args == ("--driver", "overlay", "--attachable")
 
 
-def test_every_path_either_uses_or_creates_a_network():
-    for p in PATHS:
-        assert (p.network is None) == bool(p.create_args), p.name
-        assert not p.needs_swarm or p.network is None, p.name
+@pytest.mark.parametrize("spec", [*PATHS, CHANNELS, *ACROSS_PATHS, ACROSS_CHANNELS], ids=lambda p: p.name)
+def test_every_path_either_uses_or_creates_a_network(spec):
+    assert (spec.network is None) == bool(spec.create_args)
+    assert not spec.needs_swarm or spec.network is None
+
+
+def test_cross_host_freeflow_networks_are_swarm_scoped_and_attachable():
+    created = [p for p in (*ACROSS_PATHS, ACROSS_CHANNELS) if "freeflow" in " ".join(p.create_args)]
+    assert len(created) == 3
+    for p in created:
+        assert p.create_args == ("--driver", "freeflow/driver:latest", "--attachable") and p.needs_swarm, p.name
 
 
 def test_free_ports_are_distinct():
@@ -36,13 +60,16 @@ def test_free_ports_are_distinct():
     assert all(1024 <= port < 65536 for port in ports)
 
 
-def test_the_grafted_path_preloads_the_library_and_channels_get_the_client():
-    grafted = next(p for p in PATHS if p.name == GRAFTED)
-    assert grafted.create_args == CHANNELS.create_args == ("--driver", "freeflow")
+@pytest.mark.parametrize(("specs", "grafted_name", "channels"), [(PATHS, GRAFTED, CHANNELS),
+                                                                  (ACROSS_PATHS, GRAFTED_ACROSS, ACROSS_CHANNELS)])
+def test_the_grafted_path_preloads_the_library_and_channels_get_the_client(specs, grafted_name, channels):
+    grafted = next(p for p in specs if p.name == grafted_name)
+    assert [p for p in specs if p.grafted] == [grafted]
+    assert grafted.create_args == channels.create_args
     assert "LD_PRELOAD=/run/freeflow/libfreeflow.so" in grafted.run_args
-    assert "PYTHONPATH=/run/freeflow/python" in CHANNELS.run_args
-    assert all("/run/freeflow:/run/freeflow:ro" in p.run_args for p in (grafted, CHANNELS))
-    assert CHANNELS.key not in {p.key for p in PATHS}
+    assert "PYTHONPATH=/run/freeflow/python" in channels.run_args
+    assert all("/run/freeflow:/run/freeflow:ro" in p.run_args for p in (grafted, channels))
+    assert channels.key not in {p.key for p in specs}
 
 
 def test_addresses_from_ip_output():
@@ -58,10 +85,10 @@ class FakeEngine:
         self.state, self.node, self.refuse = state, "" if state == "inactive" else "theirs", refuse
         self.commands: list[tuple[str, ...]] = []
 
-    def swarm_state(self) -> tuple[str, str]:
+    def swarm_state(self, host: DockerHost = LOCAL) -> tuple[str, str]:
         return self.state, self.node
 
-    def docker(self, *args: str, timeout: float = 60) -> str:
+    def docker(self, *args: str, host: DockerHost = LOCAL, timeout: float = 60) -> str:
         self.commands.append(args)
         if args[:2] == ("swarm", "init"):
             if args[-1] in self.refuse:
@@ -129,37 +156,59 @@ def test_a_locked_swarm_is_refused(fake):
         Swarm(progress=lambda _: None).join()
 
 
+H1 = DockerHost("h1", "unix:///run/docker-h1.sock", "10.99.0.1")
+H2 = DockerHost("h2", "unix:///run/docker-h2.sock", "10.99.0.2")
+ACROSS = Placement(server=H2, client=H1, manager=H1)
+
+
 class FakeLabEngine:
-    """Holds this run's labelled objects; a network refuses removal `busy` times (endpoints still going)."""
+    """Holds this run's labelled objects per engine; a network refuses removal `busy` times (endpoints going)."""
 
-    def __init__(self, busy: int) -> None:
-        self.containers, self.networks, self.busy = ["c1", "c2"], ["n1"], busy
-        self.commands: list[tuple[str, ...]] = []
+    def __init__(self, busy: int = 0) -> None:
+        self.containers = {LOCAL: ["c1", "c2"], H1: ["c1"], H2: ["c2"]}
+        self.networks, self.busy = ["n1"], busy
+        self.commands: list[tuple[str, tuple[str, ...]]] = []  # (engine, arguments)
 
-    def labelled_containers(self, run_id: str) -> list[str]:
-        return list(self.containers)
+    def labelled_containers(self, run_id: str, host: DockerHost = LOCAL) -> list[str]:
+        return list(self.containers[host])
 
-    def labelled_networks(self, run_id: str) -> list[str]:
+    def labelled_networks(self, run_id: str, host: DockerHost = LOCAL) -> list[str]:
         return list(self.networks)
 
-    def docker(self, *args: str, timeout: float = 60) -> str:
-        self.commands.append(args)
+    def docker(self, *args: str, host: DockerHost = LOCAL, timeout: float = 60) -> str:
+        self.commands.append((host.name, args))
         if args[:2] == ("network", "rm"):
             if self.busy:
                 self.busy -= 1
                 raise DockerError("network n1 has active endpoints")
             self.networks.remove(args[2])
         elif args[0] == "rm":
-            self.containers = [c for c in self.containers if c not in args]
+            self.containers[host] = [c for c in self.containers[host] if c not in args]
         return ""
+
+    def create_network(self, name: str, run_id: str, create_args: tuple[str, ...], host: DockerHost = LOCAL) -> None:
+        self.commands.append((host.name, ("network", "create", name)))
+
+    def run_container(self, name: str, run_id: str, network: str, run_args: tuple[str, ...] = (),
+                      host: DockerHost = LOCAL) -> Container:
+        self.commands.append((host.name, ("run", name, network)))
+        return Container(name, host)
+
+    def container_ip(self, container: Container, network: str) -> str:
+        return "10.0.0.2"
+
+    def swarm_state(self, host: DockerHost = LOCAL) -> tuple[str, str]:
+        return "active", "theirs"
 
 
 @pytest.fixture
 def lab_engine(monkeypatch):
-    def install(busy: int) -> FakeLabEngine:
+    def install(busy: int = 0) -> FakeLabEngine:
         engine = FakeLabEngine(busy)
-        for name in ("labelled_containers", "labelled_networks", "docker"):
+        for name in ("labelled_containers", "labelled_networks", "docker", "create_network", "run_container",
+                     "container_ip"):
             monkeypatch.setattr(paths_module.engine, name, getattr(engine, name))
+        monkeypatch.setattr(swarm_module.engine, "swarm_state", engine.swarm_state)
         monkeypatch.setattr(paths_module.time, "sleep", lambda _: None)
         return engine
 
@@ -169,8 +218,8 @@ def lab_engine(monkeypatch):
 def test_close_removes_the_runs_containers_then_retries_a_busy_network(lab_engine):
     engine = lab_engine(busy=3)
     assert Lab(progress=lambda _: None).close() == []
-    assert engine.commands[0] == ("rm", "--force", "--volumes", "c1", "c2")
-    assert engine.containers == [] and engine.networks == []
+    assert engine.commands[0] == ("this host", ("rm", "--force", "--volumes", "c1", "c2"))
+    assert engine.containers[LOCAL] == [] and engine.networks == []
 
 
 def test_close_reports_what_it_could_not_remove(lab_engine):
@@ -178,3 +227,35 @@ def test_close_reports_what_it_could_not_remove(lab_engine):
     problems = Lab(progress=lambda _: None).close()
     assert len(problems) == 1 and "active endpoints" in problems[0]
     assert engine.networks == ["n1"]
+
+
+def test_across_hosts_the_network_is_made_on_the_manager_and_each_container_on_its_host(lab_engine):
+    engine = lab_engine()
+    lab = Lab(progress=lambda _: None, placement=ACROSS)
+    pair = lab.open(PathSpec("overlay", "overlay", create_args=("--driver", "overlay"), needs_swarm=True))
+    network = f"{lab.run_id}-overlay"
+    assert engine.commands == [("h1", ("network", "create", network)),
+                               ("h2", ("run", f"{lab.run_id}-overlay-srv", network)),
+                               ("h1", ("run", f"{lab.run_id}-overlay-cli", network))]
+    assert (pair.server.host, pair.client.host, pair.address, pair.listen) == (H2, H1, "10.0.0.2", "0.0.0.0")
+
+
+@pytest.mark.parametrize(("placement", "address"), [(None, "127.0.0.1"), (ACROSS, "10.99.0.2")])
+def test_a_host_stack_server_listens_on_its_hosts_address(lab_engine, placement, address):
+    lab_engine()
+    lab = Lab(lambda _: None) if placement is None else Lab(lambda _: None, placement)
+    pair = lab.open(PathSpec("host", "host", network="host", host_stack=True))
+    assert (pair.address, pair.listen) == (address, address)
+
+
+def test_close_across_hosts_removes_the_containers_on_each_host_and_the_networks_on_the_manager(lab_engine):
+    engine = lab_engine()
+    assert Lab(progress=lambda _: None, placement=ACROSS).close() == []
+    assert engine.commands == [("h1", ("rm", "--force", "--volumes", "c1")),
+                               ("h2", ("rm", "--force", "--volumes", "c2")),
+                               ("h1", ("network", "rm", "n1"))]
+
+
+def test_a_placement_lists_each_engine_once_manager_first():
+    assert ACROSS.hosts == [H1, H2]
+    assert Placement(LOCAL, LOCAL, LOCAL).hosts == [LOCAL]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from freeflow.bench import c_ring, channels
+from freeflow.bench import channels
 from freeflow.bench.errors import ToolOutputError
 from freeflow.bench.plan import SHORT
 from freeflow.bench.probe_stream import CHANNEL, PINGPONG, THROUGHPUT, UNIX, PingPong, Throughput, Trial, result_line
 from freeflow.bench.results import Row, Rtt, Sample
-from freeflow.bench.rows import ROWS
 from freeflow.bench.streams import Cell, read_results, rows, samples
 
 CELLS = (
@@ -51,19 +50,8 @@ def test_an_unreadable_result_is_quoted():
         read_results('{"kind": "throughput"}', "", 1, "the C ring")
 
 
-def test_the_report_rows_are_the_paths_then_the_channels_then_the_c_ring():
-    names = [row.name for row in ROWS]
-    assert len(names) == len(set(names))
-    assert names[-len(channels.ROWS) - 1:] == [*(row.name for row in channels.ROWS), c_ring.ROW]
-    metrics = {row.name: row.metrics for row in ROWS}
-    assert metrics[channels.CHANNEL_64K] == metrics[channels.CHANNEL_1M] == {"throughput_gbps"}
-    assert metrics[channels.CHANNEL_SPIN] == {"unpinned"}, "a spinning ping-pong has no same-core figure"
-    assert metrics[channels.CHANNEL_SLEEP] == {"same_core", "unpinned"}
-    assert metrics[channels.UNIX_PAIR] == {"throughput_gbps", "same_core", "unpinned"}
-    assert metrics[c_ring.ROW] == {"throughput_gbps", "unpinned"}
-
-
 def test_channel_trials_say_how_to_wait():
     spins = {cell.row: cell.spin for cell in channels.CELLS if cell.kind == PINGPONG}
     assert spins[channels.CHANNEL_SPIN] == channels.SPINNING > 0.1
     assert spins[channels.CHANNEL_SLEEP] == channels.SLEEPING == 0
+    assert {cell.spin for cell in channels.ACROSS_CELLS if cell.kind == PINGPONG} == {channels.SLEEPING}
