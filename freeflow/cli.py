@@ -63,6 +63,12 @@ def _settings(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.orchestrator:
+        from freeflow.bench.orchestrator_load import print_orchestrator_load, run_orchestrator_load
+
+        print_orchestrator_load(run_orchestrator_load(hosts=args.load_hosts, per_host=args.load_endpoints,
+                                                      store=args.store))
+        return 0
     from freeflow.bench.run import run_bench
 
     return run_bench(short=args.short, out_dir=args.out, repeat=args.repeat, hosts=args.hosts,
@@ -90,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
                             "or a 2-host lab brought up for the run and taken down after it")
     bench.add_argument("--existing-lab", action="store_true",
                        help="with --hosts: use the lab that is up, and fail if none is (never bring one up)")
+    bench.add_argument("--orchestrator", action="store_true",
+                       help="instead: load an orchestrator on loopback with simulated routers (lookups, watchers)")
+    bench.add_argument("--load-hosts", type=int, default=100, help="with --orchestrator: simulated hosts")
+    bench.add_argument("--load-endpoints", type=int, default=100, help="with --orchestrator: endpoints per host")
+    bench.add_argument("--store", default="sqlite",
+                       help="with --orchestrator: FREEFLOW_ORCHESTRATOR_STORE (sqlite, or a running etcd://HOST:PORT)")
     bench.add_argument("--repeat", type=int, default=5, help="runs per path; the median is reported")
     bench.add_argument("--out", default="bench-results", help="folder for the CSV and the PNG plot")
     bench.set_defaults(run=_bench)
