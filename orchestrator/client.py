@@ -87,8 +87,8 @@ class OrchestratorClient:
 def follow(client: OrchestratorClient, resync: Callable[[], None], stop: threading.Event, wait: int = 25) -> None:
     """Call `resync` for a full listing, then again after every change the directory reports, until `stop`.
 
-    On a gap in the change log, an error or an orchestrator that is away, it starts over with a full listing
-    (retrying every 2 s); what the caller copied stays as it was in between.
+    On a gap in the change log, an error (of the orchestrator's or of `resync`) or an orchestrator that is away,
+    it starts over with a full listing (retrying every 2 s); what the caller copied stays as it was in between.
     """
     synced = False
     revision = 0
@@ -107,5 +107,9 @@ def follow(client: OrchestratorClient, resync: Callable[[], None], stop: threadi
             revision = answer["revision"]
         except OrchestratorUnavailable as exc:
             log.warning("cannot follow the orchestrator (retrying): %s", exc)
+            synced = False
+            stop.wait(2)
+        except Exception:  # following must outlive any one bad listing or kernel refusal
+            log.exception("applying the orchestrator's directory failed; listing everything again in 2 s")
             synced = False
             stop.wait(2)

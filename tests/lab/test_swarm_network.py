@@ -7,7 +7,7 @@ import subprocess
 import textwrap
 from importlib.resources import files
 
-from tests.lab.conftest import HOSTS, directory_ips, lab, on, our_links, run_on, wait_for
+from tests.lab.conftest import HOSTS, LAB_DIR, directory_ips, lab, on, our_links, run_on, wait_for
 
 SINK = textwrap.dedent("""
     import hashlib, socket
@@ -47,6 +47,17 @@ def pings(source_host: str, container: str, target: str) -> bool:
     return "1 received" in out
 
 
+def plugin_logs(host: str, lines: int = 30) -> str:
+    """The last lines the freeflow plugin of `host` logged (they are in its dockerd's log)."""
+    log = (LAB_DIR / host / "dockerd.log").read_text(errors="replace").splitlines()
+    return f"{host}:\n" + "\n".join([line for line in log if "plugin=" in line][-lines:])
+
+
+def container_ip(host: str, container: str, net: str) -> str:
+    template = f"{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"
+    return on(host, "docker", "inspect", "--format", template, container)
+
+
 def network_id(net: str) -> str:
     return on("h1", "docker", "network", "inspect", "--format", "{{.Id}}", net)
 
@@ -60,6 +71,13 @@ def test_containers_on_three_hosts_reach_each_other_by_name(swarm_network) -> No
                 wait_for(lambda h=host, n=name, o=names[other]: pings(h, n, o), 30, f"{name} to ping {names[other]}")
     assert "mtu 1450" in on("h2", "docker", "exec", names["h2"], "ip", "link", "show", "eth0"), \
         "the MTU leaves room for the VXLAN header"
+
+
+def test_driver_options_reach_the_workers(swarm_network) -> None:
+    """The manager's AllocateNetwork echoes the -o options: a worker creates the network with them too."""
+    net = swarm_network("-o", "com.docker.network.driver.mtu=1400")
+    worker = run_on("h3", net, "w")
+    assert "mtu 1400" in on("h3", "docker", "exec", worker, "ip", "link", "show", "eth0")
 
 
 def test_udp_and_a_100_mb_tcp_transfer_cross_hosts_intact(swarm_network) -> None:
@@ -123,8 +141,7 @@ def test_a_lost_host_expires_from_the_directory_and_comes_back(swarm_network) ->
     net = swarm_network()
     a, b, c = run_on("h1", net, "a"), run_on("h2", net, "b"), run_on("h3", net, "c")
     wait_for(lambda: pings("h1", a, c) and pings("h1", a, b), 30, "a to reach b and c")
-    c_ip = on("h3", "docker", "inspect", "--format", f"{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}",
-              c)
+    c_ip = container_ip("h3", c, net)
     assert lab("kill", "h3").returncode == 0
     wait_for(lambda: c_ip not in directory_ips(network_id(net)), 40, "h3's endpoint to expire with its lease")
     assert pings("h1", a, b) and pings("h2", b, a), "the rest of the cluster is unaffected"
@@ -134,8 +151,7 @@ def test_a_lost_host_expires_from_the_directory_and_comes_back(swarm_network) ->
     on("h3", "docker", "rm", "-f", c)
     c = run_on("h3", net, "c2")
     wait_for(lambda: pings("h1", a, c) and pings("h3", c, b), 60, "h3's new container to reach the others")
-    c2_ip = on("h3", "docker", "inspect", "--format",
-               f"{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}", c)
+    c2_ip = container_ip("h3", c, net)
 
     def h3_endpoints() -> list[str]:
         return [ip for ip, host in directory_ips(network_id(net)).items() if host == "10.99.0.3"]
@@ -156,7 +172,12 @@ def test_a_host_cut_off_leaves_the_others_alone_and_rejoins(swarm_network) -> No
     finally:
         subprocess.run(["ip", "link", "set", "fflab-h3", "up"], check=True)
     wait_for(lambda: len(directory_ips(network_id(net))) == count, 60, "h3 to report its endpoint again")
-    wait_for(lambda: pings("h1", a, c) and pings("h3", c, b), 30, "h3's container to be reachable again")
+    # By address: names of a host that was away come back with swarm's gossip, on its own schedule.
+    c_ip, b_ip = container_ip("h3", c, net), container_ip("h2", b, net)
+    try:
+        wait_for(lambda: pings("h1", a, c_ip) and pings("h3", c, b_ip), 30, "h3's container to be reachable again")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{plugin_logs('h1')}\n{plugin_logs('h3')}") from None
 
 
 PRELOAD = ("-v", "/run/freeflow:/run/freeflow:ro", "-e", "LD_PRELOAD=/run/freeflow/libfreeflow.so")
