@@ -3,6 +3,7 @@ both use to follow the directory's changes."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import threading
@@ -22,6 +23,15 @@ class OrchestratorUnavailable(OrchestratorError):
     """The orchestrator cannot be reached or answered with an error."""
 
 
+def _error_of(exc: urllib.error.HTTPError) -> str:
+    """The orchestrator's {"error": ...} message in a refusal, or "" when the body holds none."""
+    try:
+        body = json.loads(exc.read())
+    except (ValueError, OSError, http.client.HTTPException):
+        return ""
+    return str(body.get("error", "")) if isinstance(body, dict) else ""
+
+
 class OrchestratorClient:
     def __init__(self, url: str, token: str, timeout: float = 5.0) -> None:
         self.url = url.rstrip("/")
@@ -37,13 +47,9 @@ class OrchestratorClient:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
                 return json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
-            try:
-                detail = json.loads(exc.read()).get("error", "")
-            except ValueError:
-                detail = ""
-            raise OrchestratorUnavailable(f"{method} {path}: {exc.code} {detail}") from None
-        except (OSError, ValueError) as exc:
-            raise OrchestratorUnavailable(f"{method} {path}: {exc}") from None
+            raise OrchestratorUnavailable(f"{method} {path}: {exc.code} {_error_of(exc)}") from None
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # HTTPException: cut off mid-answer
+            raise OrchestratorUnavailable(f"{method} {path}: {exc!r}") from None
 
     def heartbeat(self, host: Host) -> None:
         self._call("PUT", f"/v1/hosts/{host.host_id}", {"address": host.address, "rdma": host.rdma})

@@ -74,5 +74,7 @@ class ClusterSync:
                 self.beat()
             except OrchestratorUnavailable as exc:
                 log.warning("orchestrator unreachable, existing paths keep working: %s", exc)
+            except Exception:  # the heartbeat must outlive any one failure, or the lease runs out
+                log.exception("heartbeat failed; trying again at the next one")
             self.wake.wait(self.heartbeat_every)
 

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def ask_router(settings: Settings, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    path = f"{settings.run_dir}/router.sock"
+    path = f"{settings.state_dir}/router.sock"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)

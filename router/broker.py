@@ -68,6 +68,7 @@ class Dial:
     preamble: Preamble
     accepted: Reply
     failed: Reply
+    sandbox: str  # the client's
     bridge: ChannelFds | None = None
 
 
@@ -157,6 +158,7 @@ def overlay(reason: int) -> p.VerdictReply:
 
 
 GO = p.VerdictReply(p.Verdict.GO, 0, p.Reason.NONE)
+MEMORY_CAP = p.VerdictReply(p.Verdict.REFUSED, 0, p.Reason.MEMORY_CAP)
 
 
 class Broker:
@@ -299,7 +301,7 @@ class Broker:
                 return [Reply(conn, overlay(p.Reason.NO_LISTENER))]
             preamble = Preamble(Kind.GRAFT, *key)
             return [Dial(flow.remote_host, preamble, Reply(conn, p.GraftedReply(msg.peer_ip, msg.peer_port)),
-                         Reply(conn, overlay(p.Reason.PEER_GONE)))]
+                         Reply(conn, overlay(p.Reason.PEER_GONE)), sandbox)]
         key = (mine.network_id, msg.peer_ip, msg.peer_port, mine.ip, msg.local_port)
         if not self.listeners.get((sandbox, msg.local_port)):
             return [Reply(conn, overlay(p.Reason.NO_LISTENER))]
@@ -327,7 +329,7 @@ class Broker:
         self.grafts.append(GraftRecord(key, client_sandbox, server_sandbox, (_inode(sock),), time.time(),
                                        "grafted (host TCP)"))
 
-    def inbound(self, preamble: Preamble, sock: socket.socket, source: str,
+    def inbound(self, preamble: Preamble, sock: socket.socket, source: str, live_sockets: set[int],
                 now: float | None = None) -> list[Action]:
         """Another host's router dialled in (signature checked) for a flow to a container here. Refusals close
         `sock`: that router then leaves its client on the overlay or on TCP."""
@@ -342,6 +344,7 @@ class Broker:
             sock.close()
             return []
         if preamble.kind in Kind.CHANNELS:
+            self.prune_channels(live_sockets)
             return self._inbound_channel(preamble, sock, server)
         if not self.listeners.get((server.sandbox, server_port)):
             sock.close()
@@ -371,9 +374,8 @@ class Broker:
             return [Reply(conn, overlay(p.Reason.NO_LISTENER))]
         mine, server = pair
         self.prune_channels(live_sockets)
-        refused = self._over_cap(conn, {sandbox, server.sandbox}, msg.ring_size, f"{mine.ip} -> {msg.dst_ip}")
-        if refused:
-            return refused
+        if self._over_cap({sandbox, server.sandbox}, msg.ring_size, f"{mine.ip} -> {msg.dst_ip}"):
+            return [Reply(conn, MEMORY_CAP)]
         client_fds, server_fds = channel_fds(msg.ring_size)
         channel_id = self._new_channel(sandbox, server.sandbox, mine.ip, f"{server.ip}:{msg.dst_port}",
                                        msg.ring_size, client_fds, server_fds)
@@ -393,9 +395,8 @@ class Broker:
         if not self.cluster.listens(mine.network_id, msg.dst_ip, msg.dst_port, "channel"):
             return [Reply(conn, overlay(p.Reason.NO_LISTENER))]
         self.prune_channels(live_sockets)
-        refused = self._over_cap(conn, {sandbox}, msg.ring_size, f"{mine.ip} -> {msg.dst_ip}")
-        if refused:
-            return refused
+        if self._over_cap({sandbox}, msg.ring_size, f"{mine.ip} -> {msg.dst_ip}"):
+            return [Reply(conn, MEMORY_CAP)]
         client_fds, bridge_fds = channel_fds(msg.ring_size)
         channel_id = self._new_channel(sandbox, "", mine.ip, f"{msg.dst_ip}:{msg.dst_port}", msg.ring_size,
                                        client_fds, bridge_fds)
@@ -404,20 +405,22 @@ class Broker:
         preamble = Preamble(kind, mine.network_id, mine.ip, channel_id, msg.dst_ip, msg.dst_port, msg.ring_size)
         ready = p.ChannelReady(msg.dst_ip, msg.dst_port, channel_id, msg.ring_size)
         return [Dial(host, preamble, Reply(conn, ready, list(dataclasses.astuple(client_fds))),
-                     Reply(conn, overlay(p.Reason.NO_LISTENER)), bridge_fds)]
+                     Reply(conn, overlay(p.Reason.PEER_GONE)), sandbox, bridge_fds)]
 
     def _inbound_channel(self, preamble: Preamble, sock: socket.socket, server: Endpoint) -> list[Action]:
         listener = self.channel_listeners.get((server.sandbox, preamble.server_port))
         where = f"{preamble.client_ip} (another host) -> {preamble.server_ip}"
-        if listener is None or self._over_cap(None, {server.sandbox}, preamble.ring_size, where):
+        if listener is None or self._over_cap({server.sandbox}, preamble.ring_size, where):
             sock.close()
             return []
+        bridge_fds, server_fds = channel_fds(preamble.ring_size)
         try:
             sock.send(ACCEPTED)
         except OSError:
             sock.close()
+            bridge_fds.close()
+            server_fds.close()
             return []
-        bridge_fds, server_fds = channel_fds(preamble.ring_size)
         channel_id = self._new_channel("", server.sandbox, preamble.client_ip,
                                        f"{server.ip}:{preamble.server_port}", preamble.ring_size, bridge_fds,
                                        server_fds)
@@ -425,15 +428,15 @@ class Broker:
                       list(dataclasses.astuple(server_fds))),
                 Bridge(bridge_fds, sock, rdma=preamble.kind == Kind.CHANNEL_RDMA)]
 
-    def _over_cap(self, conn: Conn, sandboxes: set[str], ring_size: int, what: str) -> list[Action]:
-        """A refusal when a new channel would take a sandbox over its channel memory; [] when it fits."""
+    def _over_cap(self, sandboxes: set[str], ring_size: int, what: str) -> bool:
+        """Whether a new channel would take one of `sandboxes` over its channel memory (logged)."""
         for who in sandboxes:
             used = sum(c.memory for c in self.channels if who in (c.client_sandbox, c.server_sandbox))
             if used + 2 * ring_size > self.channel_memory:
                 log.warning("channel %s refused: %s would use %d of its %d bytes of channel memory",
                             what, who, used + 2 * ring_size, self.channel_memory)
-                return [Reply(conn, p.VerdictReply(p.Verdict.REFUSED, 0, p.Reason.MEMORY_CAP))]
-        return []
+                return True
+        return False
 
     def _new_channel(self, client_sandbox: str, server_sandbox: str, client: str, server: str, ring_size: int,
                      client_fds: ChannelFds, server_fds: ChannelFds) -> int:
@@ -444,6 +447,11 @@ class Broker:
             [Ring.attach(client_fds.tx), Ring.attach(server_fds.tx)], time.time()))
         log.info("channel %d: %s -> %s, rings of %d bytes", channel_id, client, server, ring_size)
         return channel_id
+
+    def prune(self, live_sockets: set[int]) -> None:
+        """Forget grafts and channels whose sockets (by inode) are all gone."""
+        self.grafts[:] = [g for g in self.grafts if live_sockets & set(g.inodes)]
+        self.prune_channels(live_sockets)
 
     def prune_channels(self, live_sockets: set[int]) -> None:
         """Forget channels whose two ends are both gone, releasing the router's mappings of them."""

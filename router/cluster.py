@@ -89,4 +89,6 @@ class ClusterView:
                     self._reported = local
                 except OrchestratorUnavailable as exc:
                     log.warning("cannot report listeners (retrying): %s", exc)
+                except Exception:  # reporting must outlive any one failure
+                    log.exception("reporting listeners failed; trying again")
             self._wake.wait(self.report_every if self.host_id else 1.0)

@@ -32,6 +32,7 @@ _INFO = struct.Struct("<IIH16sIQI")  # qp number, psn, lid, gid, rkey, address o
 _CONTROL = struct.Struct("<BQ")
 CREDIT, FIN = 1, 2
 MAX_IN_FLIGHT = 64  # RDMA writes posted and not yet completed
+SETUP_TIMEOUT = 10.0  # seconds the other side has to say whether it does RDMA
 PORT = 1
 
 
@@ -215,10 +216,11 @@ def run_rdma(rings: TcpBridge, verbs: RdmaBridge, peer: QpInfo) -> None:
     selector.register(sock, selectors.EVENT_READ)
     released = 0  # bytes of rx whose writes completed and that went back to the container
     credited = 0  # the container's read position in tx as last told to the peer
-    fin_sent = peer_done = False
+    fin_total: int | None = None  # what the peer says it wrote in all, once it is done
+    fin_sent = shut = peer_gone = False
     control = bytearray()
     try:
-        while not (fin_sent and peer_done):
+        while not (fin_sent and shut) and not peer_gone and not (fin_sent and rings.container_gone):
             sent, received = verbs.completions()
             for n in sent:
                 rx.peek()
@@ -248,15 +250,20 @@ def run_rdma(rings: TcpBridge, verbs: RdmaBridge, peer: QpInfo) -> None:
             if position != credited:
                 sock.sendall(_CONTROL.pack(CREDIT, position))
                 credited = position
+            if not shut and fin_total is not None and tx.total_written >= fin_total:
+                tx.shutdown_write()  # every byte the peer wrote is in: the container reads the end of the stream
+                fence()
+                rings.peer_bell.ring()
+                shut = True
             rings.announce(True)
-            for key, _ in selector.select(0 if verbs.in_flight else 0.001):
+            for key, _ in selector.select(0 if verbs.in_flight or (fin_total is not None and not shut) else 0.001):
                 if key.fd == rings.lifeline:
                     rings.container_gone = True
                     selector.unregister(rings.lifeline)
                 elif key.fd == sock.fileno():
                     chunk = sock.recv(4096)
                     if not chunk:
-                        peer_done = True
+                        peer_gone = True  # the other bridge is gone: nothing more can come or go
                         selector.unregister(sock)
                     control += chunk
             rings.announce(False)
@@ -267,11 +274,7 @@ def run_rdma(rings: TcpBridge, verbs: RdmaBridge, peer: QpInfo) -> None:
                 if kind == CREDIT:
                     remote.credit(value)
                 elif kind == FIN:
-                    peer_done = True
-            if peer_done:
-                tx.shutdown_write()
-                fence()
-                rings.peer_bell.ring()
+                    fin_total = value
     finally:
         selector.close()
         verbs.close()
@@ -289,9 +292,18 @@ def main(argv: list[str]) -> int:
         verbs = RdmaBridge(rings) if rdma_available() else None
     except Exception as exc:  # noqa: BLE001 - any verbs failure means: use TCP
         log.warning("RDMA is not usable here, the channel goes over TCP: %s", exc)
-    sock.sendall(b"R" + verbs.info().encode() if verbs else b"T")
-    answer = _exact(sock, 1)
-    peer = QpInfo.decode(_exact(sock, _INFO.size)) if answer == b"R" else None
+    try:
+        sock.settimeout(SETUP_TIMEOUT)
+        sock.sendall(b"R" + verbs.info().encode() if verbs else b"T")
+        answer = _exact(sock, 1)
+        peer = QpInfo.decode(_exact(sock, _INFO.size)) if answer == b"R" else None
+        sock.settimeout(None)
+    except (OSError, ConnectionError) as exc:
+        log.error("the channel's setup with the other host failed: %s", exc)
+        if verbs is not None:
+            verbs.close()
+        rings.close()
+        return 1
     if verbs is None or peer is None:
         if verbs is not None:
             verbs.close()

@@ -40,15 +40,15 @@ from freeflow.router.broker import Action, Bridge, Broker, Dial, Endpoint, Reply
 from freeflow.router.cluster import ClusterView
 from freeflow.router.errors import NamespaceError, RouterError
 from freeflow.router.netns import bind_abstract, host_root, in_root, read_proc_net
-from freeflow.router.status import connection_status, listening_ports, unix_inodes
+from freeflow.router.status import connection_status, listening_ports, live_sockets, unix_inodes
 
 log = logging.getLogger(__name__)
 
 MAX_CONNS_PER_SANDBOX = 1024
-MAX_INBOUND = 1024  # other routers' connections that have not yet sent their preamble
+MAX_INBOUND = 64  # connections from one address that have not yet sent their preamble
 PREAMBLE_WAIT = 2.0  # seconds another router has to send its preamble
 STATE_POLL = 0.2
-INHERITED_CHECK = 5.0  # seconds between checks that inherited listeners still listen
+HOUSEKEEPING = 5.0  # seconds between checks of inherited listeners and of ended connections and channels
 # A joined sandbox's namespace file appears when Docker starts the container, often after Join.
 NAMESPACE_POLL = 0.02
 LIBRARY = Path(freeflow.client.__file__).parent / "preload" / "libfreeflow.so"
@@ -110,6 +110,7 @@ class Router:
         self.prefix = host_root(settings.host_root).rstrip("/")
         self.store = Store(settings.state_dir)
         self.run_dir = Path(self.host(settings.run_dir))
+        self.private = Path(settings.state_dir)
         self.token = ""
         self.cluster: ClusterView | None = None
         if settings.scope == "global" and settings.orchestrator_url:
@@ -139,24 +140,28 @@ class Router:
     # Start-up.
 
     def start(self) -> None:
+        # The router's own files live beside the plugin's state, never in the folder containers mount: a unix
+        # socket can be connected to through a read-only mount.
+        self.private.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.run_dir / "router.lock", "w")  # noqa: SIM115 - held for the router's life
+        self._lock_file = open(self.private / "router.lock", "w")  # noqa: SIM115 - held for the router's life
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RouterError(f"another router holds {self.run_dir / 'router.lock'}") from None
-        (self.run_dir / "router.pid").write_text(f"{os.getpid()}\n")
+            raise RouterError(f"another router holds {self.private / 'router.lock'}") from None
+        (self.private / "router.pid").write_text(f"{os.getpid()}\n")
         self._install_library()
-        path = str(self.run_dir / "router.sock")
+        path = str(self.private / "router.sock")
         Path(path).unlink(missing_ok=True)
         self.admin = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         self.admin.bind(path)
+        os.chmod(path, 0o600)
         self.admin.listen(16)
         self.admin.setblocking(False)
         self.selector.register(self.admin, selectors.EVENT_READ, "admin")
+        self.follow_state()  # learns this host's address before the cluster view copies the directory
         if self.cluster is not None:
             self.cluster.start()
-        self.follow_state()
         self._inherit_listeners()
         log.info("router ready: %d sandboxes, admin socket %s", len(self.sandboxes), path)
 
@@ -181,7 +186,7 @@ class Router:
     # accept() only registers again on its next connection; the file lets the new router graft that one too.
 
     def _listeners_file(self) -> Path:
-        return self.run_dir / "listeners.json"
+        return self.private / "router-listeners.json"
 
     def _save_listeners(self) -> None:
         registered = self.broker.registrations()
@@ -312,7 +317,8 @@ class Router:
                 next_poll = time.monotonic() + poll
             if time.monotonic() >= next_check:
                 self._check_inherited()
-                next_check = time.monotonic() + INHERITED_CHECK
+                self.broker.prune(live_sockets())  # records of connections and channels that ended
+                next_check = time.monotonic() + HOUSEKEEPING
             self._save_listeners()
             if self.cluster is not None:
                 self.cluster.publish(self.broker.published_listeners())
@@ -368,6 +374,9 @@ class Router:
                 self._send(self._handle(control, kind.decode_body(body)))
         except p.ProtocolError as exc:
             log.warning("closing a control connection from %s: %s", control.sandbox, exc)
+            self._close(control)
+        except OSError as exc:  # no descriptors or memory for a socket pair or rings: this request fails alone
+            log.error("a request from %s failed: %s", control.sandbox, exc)
             self._close(control)
 
     def _handle(self, control: Control, msg: p.Message) -> list[Action]:
@@ -448,7 +457,12 @@ class Router:
                 log.warning("cannot reach the router of %s: %s", dial.host, os.strerror(error))
                 self._end_dial(dialling, accepted=False)
                 return
-            sock.send(dial.preamble.encode(self.token))  # a few hundred bytes into an empty buffer
+            try:
+                sock.send(dial.preamble.encode(self.token))  # a few hundred bytes into an empty buffer
+            except OSError as exc:
+                log.warning("the router of %s went away: %s", dial.host, exc.strerror)
+                self._end_dial(dialling, accepted=False)
+                return
             dialling.connected = True
             self.selector.modify(sock, selectors.EVENT_READ, dialling)
             return
@@ -471,12 +485,9 @@ class Router:
             rdma = dial.preamble.kind == peering.Kind.CHANNEL_RDMA
             self._send([Bridge(dial.bridge, sock, rdma), dial.accepted])
             return
-        key = dial.preamble.key
-        sandbox = next((e.sandbox for e in self.broker.endpoints
-                        if e.network_id == key[0] and e.ip == key[1]), "")
-        self.broker.record_graft(key, sandbox, "", sock)
+        self.broker.record_graft(dial.preamble.key, dial.sandbox, "", sock)
         dial.accepted.fds.append(sock.detach())
-        log.info("grafted %s:%d -> %s:%d (another host) over host TCP", *key[1:])
+        log.info("grafted %s:%d -> %s:%d (another host) over host TCP", *dial.preamble.key[1:])
         self._reply(dial.accepted)
 
     def _dial_failed(self, dial: Dial) -> None:
@@ -493,8 +504,8 @@ class Router:
             sock, (source, _) = self.peering.accept()
         except (BlockingIOError, ConnectionAbortedError):
             return
-        if len(self.inbound) >= MAX_INBOUND:
-            log.warning("%d routers are mid-preamble: refusing %s", MAX_INBOUND, source)
+        if sum(1 for i in self.inbound.values() if i.source == source) >= MAX_INBOUND:
+            log.warning("%s has %d connections without a preamble: refusing more", source, MAX_INBOUND)
             sock.close()
             return
         sock.setblocking(False)
@@ -525,7 +536,13 @@ class Router:
         del self.inbound[sock]
         self.selector.unregister(sock)
         sock.setblocking(True)
-        self._send(self.broker.inbound(preamble, sock, inbound.source))
+        try:
+            actions = self.broker.inbound(preamble, sock, inbound.source, unix_inodes())
+        except OSError as exc:  # no memory or descriptors for a channel's rings
+            log.error("cannot take a connection from %s: %s", inbound.source, exc)
+            sock.close()
+            return
+        self._send(actions)
 
     def _drop_inbound(self, inbound: Inbound, why: str) -> None:
         log.warning("dropping a connection from %s: %s", inbound.source, why)

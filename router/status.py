@@ -34,6 +34,11 @@ def tcp_inodes() -> set[int]:
         return {int(line.split()[9]) for line in f if len(line.split()) > 9}
 
 
+def live_sockets() -> set[int]:
+    """Inodes of every unix and IPv4 TCP socket open in this namespace: what grafts and channels are made of."""
+    return unix_inodes() | tcp_inodes()
+
+
 def _address(text: str) -> str:
     ip_hex, port_hex = text.split(":")
     return f"{socket.inet_ntoa(struct.pack('<I', int(ip_hex, 16)))}:{int(port_hex, 16)}"
@@ -61,9 +66,7 @@ def established_tcp(proc_net_tcp: str) -> list[tuple[str, str]]:
 
 def connection_status(broker: Broker, sandboxes: dict[str, Any],
                       resolve: Callable[[str], str]) -> dict[str, Any]:
-    live = unix_inodes()
-    broker.grafts[:] = [g for g in broker.grafts if (live | tcp_inodes()) & set(g.inodes)]
-    broker.prune_channels(live)
+    broker.prune(live_sockets())
     result: dict[str, Any] = {"sandboxes": {}, "overlay_decisions": broker.overlay_decisions}
     for sandbox in sorted(sandboxes):
         endpoints = [ep for ep in broker.endpoints if ep.sandbox == sandbox]

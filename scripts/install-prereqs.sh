@@ -16,9 +16,11 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
 fi
-# Install when missing or when the installed package points at another checkout.
-where=$(python3 -c 'import freeflow, os, pytest, hypothesis, matplotlib; print(os.path.dirname(freeflow.__file__))' 2>/dev/null || true)
-if [ "$where" != "$PWD/freeflow" ]; then
+# Install when missing or when the installed package points at another checkout. Asked from / so that this
+# folder's own freeflow/ does not answer for an install that is missing, or that maps freeflow.router elsewhere.
+where=$(cd / && python3 -c 'import freeflow.router, os, pytest, hypothesis, matplotlib
+print(os.path.dirname(os.path.dirname(freeflow.router.__file__)))' 2>/dev/null || true)
+if [ "$where" != "$PWD" ]; then
     echo "installing the freeflow Python package"
     python3 -m pip install -q -e '.[test]'
 fi

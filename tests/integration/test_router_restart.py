@@ -18,7 +18,7 @@ from tests.integration.conftest import docker, wait_for
 from tests.router.test_channels import CLIENT as CHANNEL_CLIENT
 from tests.router.test_channels import SERVER as CHANNEL_SERVER
 
-RUN_DIR = Path("/run/freeflow")
+STATE_DIR = Path("/var/lib/freeflow")
 PRELOAD = ["-v", "/run/freeflow:/run/freeflow:ro", "-e", "LD_PRELOAD=/run/freeflow/libfreeflow.so"]
 PYTHON_CLIENT = ["-v", "/run/freeflow:/run/freeflow:ro", "-e", "PYTHONPATH=/run/freeflow/python"]
 PORT = 7000
@@ -63,7 +63,7 @@ PLAIN_CLIENT = textwrap.dedent("""
 
 
 def router_pid() -> int:
-    return int((RUN_DIR / "router.pid").read_text())
+    return int((STATE_DIR / "router.pid").read_text())
 
 
 def kill_router() -> None:

@@ -84,7 +84,9 @@ def test_plugin_state_sockets_and_router_are_per_host(swarm_network) -> None:
         assert (LAB_DIR / host / "plugins" / plugin_id).is_dir()
         assert (LAB_DIR / host / "plugins" / "freeflow.sock").is_socket()
         assert not Path("/run/docker/plugins", plugin_id).exists()
-        assert (LAB_DIR / host / "run" / "router.sock").is_socket()
+        assert (LAB_DIR / host / "state" / "router.sock").is_socket()
+        assert (LAB_DIR / host / "run" / "libfreeflow.so").is_file()
+        assert not (LAB_DIR / host / "run" / "router.sock").exists(), "containers mount the run folder"
 
 
 def test_up_again_reports_the_lab_and_commands_refuse_unknown_hosts() -> None:

@@ -73,7 +73,7 @@ class Lab:
                                        stdout=log, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if (self.run_dir / "router.sock").exists() and self.bound_everywhere():
+            if (self.state_dir / "router.sock").exists() and self.bound_everywhere():
                 return
             time.sleep(0.05)
         raise AssertionError("the router did not come up: " + self.router_log())
