@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -18,35 +19,43 @@ from freeflow.shm.channel import Channel, channel_fds
 from freeflow.shm.errors import PeerClosed
 
 
-def start_bridge(fds, sock: socket.socket) -> subprocess.Popen[bytes]:
+def start_bridge(fds, sock: socket.socket, program: str = "freeflow.router.tcp_bridge") -> subprocess.Popen[bytes]:
     """The bridge as the router starts it: descriptors inherited, numbers on the command line."""
     numbers = [*dataclasses.astuple(fds), sock.fileno()]
-    process = subprocess.Popen([sys.executable, "-m", "freeflow.router.tcp_bridge", *map(str, numbers)],
-                               pass_fds=numbers, start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-m", program, *map(str, numbers)], pass_fds=numbers,
+                               start_new_session=True)
     fds.close()
     sock.close()
     return process
 
 
-@pytest.fixture
-def bridged() -> Iterator[tuple[Channel, Channel, list[subprocess.Popen[bytes]]]]:
-    """A client and a server channel end, each on its own "host", joined by two bridges over TCP."""
+@contextmanager
+def bridged_by(program: str) -> Iterator[tuple[Channel, Channel, list[subprocess.Popen[bytes]]]]:
+    """A client and a server channel end, each on its own "host", joined by two bridges of `program` over TCP."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         dialled = socket.create_connection(listener.getsockname())
         accepted, _ = listener.accept()
     client_fds, bridge_a = channel_fds(1 << 16)
     bridge_b, server_fds = channel_fds(1 << 16)
-    bridges = [start_bridge(bridge_a, dialled), start_bridge(bridge_b, accepted)]
+    bridges = [start_bridge(bridge_a, dialled, program), start_bridge(bridge_b, accepted, program)]
     client, server = Channel.from_fds(client_fds, timeout=30), Channel.from_fds(server_fds, timeout=30)
-    yield client, server, bridges
-    for bridge in bridges:
-        if bridge.poll() is None:
-            bridge.kill()
-        bridge.wait(10)
+    try:
+        yield client, server, bridges
+    finally:
+        for bridge in bridges:
+            if bridge.poll() is None:
+                bridge.kill()
+            bridge.wait(10)
 
 
-def test_a_stream_crosses_both_ways_intact_and_the_bridges_end_with_it(bridged) -> None:
-    client, server, bridges = bridged
+@pytest.fixture
+def bridged() -> Iterator[tuple[Channel, Channel, list[subprocess.Popen[bytes]]]]:
+    with bridged_by("freeflow.router.tcp_bridge") as ends:
+        yield ends
+
+
+def stream_through(client: Channel, server: Channel, bridges: list[subprocess.Popen[bytes]]) -> None:
+    """20 MB in odd-sized writes from client to server, its digest back, and both bridges end with the stream."""
     data = os.urandom(20_000_000)
     received = hashlib.sha256()
 
@@ -67,6 +76,10 @@ def test_a_stream_crosses_both_ways_intact_and_the_bridges_end_with_it(bridged) 
     thread.join(30)
     client.close()
     assert [bridge.wait(10) for bridge in bridges] == [0, 0]
+
+
+def test_a_stream_crosses_both_ways_intact_and_the_bridges_end_with_it(bridged) -> None:
+    stream_through(*bridged)
 
 
 def test_a_dead_bridge_is_the_end_of_the_channel_not_a_hang(bridged) -> None:
