@@ -1,6 +1,5 @@
-"""Which directory the orchestrator serves: `open_directory` opens the store the settings name, and
-`Directory` is the default one (SQLite; in memory without a path), as embedded orchestrators and tests use it.
-"""
+"""Which directory the orchestrator serves: `open_directory` opens the store the settings name (SQLite by
+default, or etcd)."""
 
 from __future__ import annotations
 
@@ -13,9 +12,6 @@ from freeflow.orchestrator.sqlite_directory import SqliteDirectory
 from freeflow.orchestrator.store import DirectoryStore
 
 log = logging.getLogger(__name__)
-
-Directory = SqliteDirectory  # the name the API and its tests have always used
-
 
 def open_directory(settings: Settings) -> DirectoryStore:
     """The directory FREEFLOW_ORCHESTRATOR_STORE names: the SQLite file, or a prefix in etcd."""

@@ -10,7 +10,7 @@ from werkzeug.serving import make_server
 
 from freeflow.orchestrator.app import create_app
 from freeflow.orchestrator.client import OrchestratorClient
-from freeflow.orchestrator.directory import Directory
+from freeflow.orchestrator.sqlite_directory import SqliteDirectory
 from freeflow.plugin import protocol as p
 from freeflow.plugin.cluster import ClusterSync
 from freeflow.plugin.driver import Driver, vxlan_name
@@ -31,7 +31,7 @@ class Orchestrator:
         self.start()
 
     def start(self) -> None:
-        self.server = make_server("127.0.0.1", self.port, create_app(Directory(), TOKEN, lease_ttl=30),
+        self.server = make_server("127.0.0.1", self.port, create_app(SqliteDirectory(), TOKEN, lease_ttl=30),
                                   threaded=True)
         self.port = self.server.server_port
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
