@@ -131,7 +131,7 @@ class ChannelRecord:
     client: str
     server: str
     ring_size: int
-    lifelines: tuple[int, int]
+    bells: tuple[int, int]  # inodes of the two ends' doorbell sockets
     rings: list[Ring]
     created: float
 
@@ -443,7 +443,7 @@ class Broker:
         channel_id = next(self._channel_ids) % 0xFFFF + 1  # 16 bits, never 0 (it is a port on the wire)
         self.channels.append(ChannelRecord(
             channel_id, client_sandbox, server_sandbox, client, server, ring_size,
-            (os.fstat(client_fds.lifeline).st_ino, os.fstat(server_fds.lifeline).st_ino),
+            (os.fstat(client_fds.bell).st_ino, os.fstat(server_fds.bell).st_ino),
             [Ring.attach(client_fds.tx), Ring.attach(server_fds.tx)], time.time()))
         log.info("channel %d: %s -> %s, rings of %d bytes", channel_id, client, server, ring_size)
         return channel_id
@@ -455,7 +455,7 @@ class Broker:
 
     def prune_channels(self, live_sockets: set[int]) -> None:
         """Forget channels whose two ends are both gone, releasing the router's mappings of them."""
-        for record in [c for c in self.channels if not live_sockets & set(c.lifelines)]:
+        for record in [c for c in self.channels if not live_sockets & set(c.bells)]:
             for ring in record.rings:
                 ring.close()
             self.channels.remove(record)

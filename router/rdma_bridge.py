@@ -116,7 +116,7 @@ def read_position(ring: Ring) -> int:
 
 
 class RdmaBridge:
-    """The verbs objects of one side; everything else (rings, bells, lifeline) is a TcpBridge's."""
+    """The verbs objects of one side; everything else (rings, doorbell) is a TcpBridge's."""
 
     def __init__(self, rings: TcpBridge) -> None:
         import pyverbs.device as d
@@ -212,7 +212,6 @@ def run_rdma(rings: TcpBridge, verbs: RdmaBridge, peer: QpInfo) -> None:
     sock, rx, tx = rings.sock, rings.rx, rings.tx
     selector = selectors.DefaultSelector()
     selector.register(rings.bell.fileno(), selectors.EVENT_READ)
-    selector.register(rings.lifeline, selectors.EVENT_READ)
     selector.register(sock, selectors.EVENT_READ)
     released = 0  # bytes of rx whose writes completed and that went back to the container
     credited = 0  # the container's read position in tx as last told to the peer
@@ -232,7 +231,7 @@ def run_rdma(rings: TcpBridge, verbs: RdmaBridge, peer: QpInfo) -> None:
             if sent or received:
                 fence()
                 if (sent and rx.writer_waiting) or (received and tx.reader_waiting):
-                    rings.peer_bell.ring()
+                    rings.bell.ring()
             in_flight = sum(verbs.in_flight)
             unposted = rx.readable() - in_flight
             while unposted and remote.free() and len(verbs.in_flight) < MAX_IN_FLIGHT:
@@ -253,13 +252,14 @@ def run_rdma(rings: TcpBridge, verbs: RdmaBridge, peer: QpInfo) -> None:
             if not shut and fin_total is not None and tx.total_written >= fin_total:
                 tx.shutdown_write()  # every byte the peer wrote is in: the container reads the end of the stream
                 fence()
-                rings.peer_bell.ring()
+                rings.bell.ring()
                 shut = True
             rings.announce(True)
             for key, _ in selector.select(0 if verbs.in_flight or (fin_total is not None and not shut) else 0.001):
-                if key.fd == rings.lifeline:
-                    rings.container_gone = True
-                    selector.unregister(rings.lifeline)
+                if key.fd == rings.bell.fileno():
+                    if not rings.bell.drain():  # the container's end closed: it is gone
+                        rings.container_gone = True
+                        selector.unregister(rings.bell.fileno())
                 elif key.fd == sock.fileno():
                     chunk = sock.recv(4096)
                     if not chunk:
@@ -267,7 +267,6 @@ def run_rdma(rings: TcpBridge, verbs: RdmaBridge, peer: QpInfo) -> None:
                         selector.unregister(sock)
                     control += chunk
             rings.announce(False)
-            rings.bell.drain()
             while len(control) >= _CONTROL.size:
                 kind, value = _CONTROL.unpack(control[:_CONTROL.size])
                 del control[:_CONTROL.size]
@@ -283,9 +282,9 @@ def run_rdma(rings: TcpBridge, verbs: RdmaBridge, peer: QpInfo) -> None:
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=os.environ.get("FREEFLOW_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s freeflow.rdma-bridge[%(process)d]: %(message)s")
-    tx, rx, bell, peer_bell, lifeline, fd = (int(arg) for arg in argv)
+    tx, rx, bell, fd = (int(arg) for arg in argv)
     sock = socket.socket(fileno=fd)
-    rings = TcpBridge(ChannelFds(tx, rx, bell, peer_bell, lifeline), sock)
+    rings = TcpBridge(ChannelFds(tx, rx, bell), sock)
     sock.setblocking(True)  # TcpBridge made it non-blocking; the setup and the control messages block
     verbs = None
     try:

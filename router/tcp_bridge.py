@@ -1,9 +1,9 @@
 """One side of a cross-host channel: moves bytes between a container's rings and the host TCP connection to the
 other host's bridge, straight from and into ring memory (send from a peeked view, recv_into a reserved one).
 
-The router starts one process per channel (`python -m freeflow.router.tcp_bridge TX RX BELL PEER_BELL
-LIFELINE SOCKET`, descriptors inherited), in a session of its own, so a router restart leaves it running.
-It ends when both directions have ended: the container closes or dies (its lifeline), or the peer does.
+The router starts one process per channel (`python -m freeflow.router.tcp_bridge TX RX BELL SOCKET`,
+descriptors inherited), in a session of its own, so a router restart leaves it running. It ends when both
+directions have ended: the container closes or dies (its end of the doorbell closes), or the peer does.
 """
 
 from __future__ import annotations
@@ -27,15 +27,13 @@ IDLE = 1.0  # seconds between checks of a quiet channel (every wake-up is also r
 
 
 class TcpBridge:
-    """The bridge's rings (tx: to the container, rx: from it), doorbells, lifeline and socket."""
+    """The bridge's rings (tx: to the container, rx: from it), its end of the doorbell, and the socket."""
 
     def __init__(self, fds: ChannelFds, sock: socket.socket) -> None:
         self.tx, self.rx = Ring.attach(fds.tx), Ring.attach(fds.rx)
         os.close(fds.tx)
         os.close(fds.rx)
-        self.bell, self.peer_bell = Doorbell(fds.bell), Doorbell(fds.peer_bell)
-        os.set_blocking(fds.bell, False)
-        self.lifeline = fds.lifeline
+        self.bell = Doorbell(fds.bell)
         self.sock = sock
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -46,7 +44,6 @@ class TcpBridge:
     def run(self) -> None:
         selector = selectors.DefaultSelector()
         selector.register(self.bell.fileno(), selectors.EVENT_READ)
-        selector.register(self.lifeline, selectors.EVENT_READ)
         watched = 0
         try:
             while self.sending or self.receiving:
@@ -67,11 +64,10 @@ class TcpBridge:
                     else:
                         selector.modify(self.sock, wanted)
                     watched = wanted
-                for key, _ in selector.select(IDLE):
-                    if key.fd == self.lifeline:
-                        self._container_died()
-                        selector.unregister(self.lifeline)
-                self.bell.drain()
+                rung = any(key.fd == self.bell.fileno() for key, _ in selector.select(IDLE))
+                if rung and not self.bell.drain():
+                    self._container_died()
+                    selector.unregister(self.bell.fileno())
                 self.announce(False)
         finally:
             selector.close()
@@ -101,7 +97,7 @@ class TcpBridge:
             self.rx.release(sent)
             fence()
             if self.rx.writer_waiting:
-                self.peer_bell.ring()
+                self.bell.ring()
             return True
         if closed or self.container_gone:
             with contextlib.suppress(OSError):  # the peer may have reset already
@@ -129,7 +125,7 @@ class TcpBridge:
         self.tx.commit(got)
         fence()
         if self.tx.reader_waiting:
-            self.peer_bell.ring()
+            self.bell.ring()
         return True
 
     def _end_receiving(self) -> None:
@@ -137,7 +133,7 @@ class TcpBridge:
         self.receiving = False
         self.tx.shutdown_write()
         fence()
-        self.peer_bell.ring()
+        self.bell.ring()
 
     def _container_died(self) -> None:
         self.container_gone = True
@@ -154,21 +150,19 @@ class TcpBridge:
         self.tx.shutdown_write()
         self.rx.shutdown_read()
         fence()
-        self.peer_bell.ring()
+        self.bell.ring()
         for ring in (self.tx, self.rx):
             ring.close()
         self.bell.close()
-        self.peer_bell.close()
-        os.close(self.lifeline)
         self.sock.close()
 
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=os.environ.get("FREEFLOW_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s freeflow.bridge[%(process)d]: %(message)s")
-    tx, rx, bell, peer_bell, lifeline, sock = (int(arg) for arg in argv)
+    tx, rx, bell, sock = (int(arg) for arg in argv)
     try:
-        bridge = TcpBridge(ChannelFds(tx, rx, bell, peer_bell, lifeline), socket.socket(fileno=sock))
+        bridge = TcpBridge(ChannelFds(tx, rx, bell), socket.socket(fileno=sock))
         bridge.run()
     except RingCorrupted as exc:
         log.error("channel closed: %s", exc)

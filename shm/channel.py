@@ -1,7 +1,7 @@
-"""A bidirectional byte channel between two processes: one ring per direction, one doorbell per side.
+"""A bidirectional byte channel between two processes: one ring per direction, a doorbell between them.
 
-A side's descriptors (ChannelFds) travel together over SCM_RIGHTS; the lifeline among them tells death apart
-from silence: when the peer's process dies, its end of the socketpair closes and our waits end with EOF.
+A side's descriptors (ChannelFds) travel together over SCM_RIGHTS. The doorbell, a socket pair, also tells
+death apart from silence: when the peer's process dies, its end closes and our waits end with EOF.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from freeflow.shm.doorbell import DEFAULT_SPIN, Doorbell, Waiter, fence
 from freeflow.shm.errors import EndOfChannel, PeerClosed, RingCorrupted, WaitTimeout
-from freeflow.shm.ring import ByteBuffer, Ring
+from freeflow.shm.ring import READER_CLOSED_SLOT, READER_WAITING_SLOT, WRITER_WAITING_SLOT, ByteBuffer, Ring
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -29,15 +29,13 @@ _SMALL_MESSAGE = 4096  # up to this size, send_msg() copies the prefix and the m
 class ChannelFds:
     """The descriptors of one side of a channel, in the order they are passed over SCM_RIGHTS.
 
-    tx: memfd of the ring this side writes; rx: memfd of the ring it reads; bell: the eventfd it sleeps on;
-    peer_bell: the eventfd the peer sleeps on; lifeline: its end of a socketpair whose other end the peer holds.
+    tx: memfd of the ring this side writes; rx: memfd of the ring it reads; bell: its end of the doorbell
+    socket pair, whose other end the peer holds (rung to wake the peer, slept on to be woken).
     """
 
     tx: int
     rx: int
     bell: int
-    peer_bell: int
-    lifeline: int
 
     def close(self) -> None:
         """Close every descriptor (e.g. in the router, once they are handed over)."""
@@ -53,15 +51,12 @@ def channel_fds(capacity: int = DEFAULT_CAPACITY) -> tuple[ChannelFds, ChannelFd
             ring, fd = Ring.create(capacity)
             fds.append(fd)
             ring.close()
-        for _ in range(2):
-            fds.append(Doorbell.create().fileno())
-        life_a, life_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds += [life_a.detach(), life_b.detach()]
-        ab, ba, bell_a, bell_b, lifeline_a, lifeline_b = fds
-        for fd in (ba, ab, bell_b, bell_a):
-            fds.append(os.dup(fd))
-        a = ChannelFds(tx=ab, rx=ba, bell=bell_a, peer_bell=bell_b, lifeline=lifeline_a)
-        b = ChannelFds(tx=fds[6], rx=fds[7], bell=fds[8], peer_bell=fds[9], lifeline=lifeline_b)
+        bell_a, bell_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds += [bell_a.detach(), bell_b.detach()]
+        fds += [os.dup(fds[1]), os.dup(fds[0])]
+        ab, ba, bell_a_fd, bell_b_fd, ba_copy, ab_copy = fds
+        a = ChannelFds(tx=ab, rx=ba, bell=bell_a_fd)
+        b = ChannelFds(tx=ba_copy, rx=ab_copy, bell=bell_b_fd)
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -81,7 +76,7 @@ def _byte_buffer(data: ReadableBuffer) -> ByteBuffer:
     """`data` itself when the ring can copy it as is, else a flat byte view of it."""
     if type(data) is bytes or type(data) is bytearray:
         return data
-    view = memoryview(data)
+    view = data if type(data) is memoryview else memoryview(data)
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
@@ -93,13 +88,12 @@ class Channel:
     message framing is lost: close the channel.
     """
 
-    def __init__(self, tx: Ring, rx: Ring, bell: Doorbell, peer_bell: Doorbell, lifeline: int,
-                 spin: float = DEFAULT_SPIN, timeout: float | None = None) -> None:
+    def __init__(self, tx: Ring, rx: Ring, bell: Doorbell, spin: float = DEFAULT_SPIN,
+                 timeout: float | None = None) -> None:
         self._tx = tx
         self._rx = rx
-        self._peer_bell = peer_bell
-        self._lifeline = lifeline
-        self._waiter = Waiter(bell, lifeline, spin)
+        self._bell = bell
+        self._waiter = Waiter(bell, spin)
         self._peer_gone = False
         self._closed = False
         self.timeout = timeout
@@ -114,8 +108,7 @@ class Channel:
                 raise RingCorrupted("both directions of the channel are the same ring")
             tx = Ring.attach(fds.tx)
             rx = Ring.attach(fds.rx)
-            os.set_blocking(fds.bell, False)
-            os.set_blocking(fds.peer_bell, False)
+            bell = Doorbell(fds.bell)
         except BaseException:
             for ring in (tx, rx):
                 if ring is not None:
@@ -124,7 +117,7 @@ class Channel:
             raise
         os.close(fds.tx)
         os.close(fds.rx)
-        return cls(tx, rx, Doorbell(fds.bell), Doorbell(fds.peer_bell), fds.lifeline, spin, timeout)
+        return cls(tx, rx, bell, spin, timeout)
 
     @property
     def spin(self) -> float:
@@ -142,7 +135,19 @@ class Channel:
 
     def sendall(self, data: ReadableBuffer) -> None:
         """Write all of `data`, waiting for space as needed."""
-        self._sendall(_byte_buffer(data), self._deadline())
+        payload = _byte_buffer(data)
+        # The common case in one frame: it all fits now (a message of a ping-pong costs a few of these lines).
+        header = self._tx.header
+        if not self._closed and not header[READER_CLOSED_SLOT]:
+            sent = self._tx.write(payload)
+            if sent:
+                fence()
+                if header[READER_WAITING_SLOT]:
+                    self._bell.ring()
+                if sent == len(payload):
+                    return
+                payload = memoryview(payload)[sent:]
+        self._sendall(payload, self._deadline())
 
     def send_msg(self, data: ReadableBuffer) -> None:
         """Send `data` as one message: its length on 4 bytes, then the bytes."""
@@ -176,28 +181,23 @@ class Channel:
             if n or not len(data):
                 fence()
                 if tx.reader_waiting:
-                    self._peer_bell.ring()
+                    self._bell.ring()
                 return n
             if self._peer_gone:
                 raise PeerClosed("the peer is gone")
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                if not self._waiter.wait(self._can_send, self._announce_send, self._remaining(deadline)):
+                if not self._waiter.wait(tx.can_write, tx.announce_writer, remaining, tx.spin_writable):
                     raise WaitTimeout(f"no space in the channel for {self.timeout} s")
             except PeerClosed:
                 self._peer_gone = True
                 raise
 
-    def _can_send(self) -> bool:
-        return self._tx.writable() > 0 or self._tx.reader_closed
-
-    def _announce_send(self, sleeping: bool) -> None:
-        self._tx.writer_waiting = sleeping
-
     def shutdown_write(self) -> None:
         """Half-close: the peer reads what is left, then end of stream; this side can still receive."""
         self._tx.shutdown_write()
         fence()
-        self._peer_bell.ring()
+        self._bell.ring()
 
     # Receiving.
 
@@ -212,6 +212,13 @@ class Channel:
             if not 0 < nbytes <= len(view):
                 raise ValueError(f"nbytes {nbytes} does not fit the {len(view)}-byte buffer")
             view = memoryview(view)[:nbytes]
+        if not self._closed:  # the common case in one frame: data is there
+            n = self._rx.readinto(view)
+            if n:
+                fence()
+                if self._rx.header[WRITER_WAITING_SLOT]:
+                    self._bell.ring()
+                return n
         return self._recv_into(view, self._deadline())
 
     def recv_msg(self) -> bytes:
@@ -239,7 +246,9 @@ class Channel:
             closed = rx.writer_closed  # loaded before head, so no data committed before the close is missed
             data = rx.read(n)
             if data:
-                self._wake_writer()
+                fence()
+                if rx.writer_waiting:
+                    self._bell.ring()
                 return data
             if closed or self._peer_gone or n == 0:
                 return b""
@@ -253,29 +262,22 @@ class Channel:
             closed = rx.writer_closed
             n = rx.readinto(buf)
             if n:
-                self._wake_writer()
+                fence()
+                if rx.writer_waiting:
+                    self._bell.ring()
                 return n
             if closed or self._peer_gone or not len(buf):
                 return 0
             self._wait_readable(deadline)
 
-    def _wake_writer(self) -> None:
-        fence()
-        if self._rx.writer_waiting:
-            self._peer_bell.ring()
-
     def _wait_readable(self, deadline: float | None) -> None:
+        rx = self._rx
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            if not self._waiter.wait(self._can_recv, self._announce_recv, self._remaining(deadline)):
+            if not self._waiter.wait(rx.can_read, rx.announce_reader, remaining, rx.spin_readable):
                 raise WaitTimeout(f"no data in the channel for {self.timeout} s")
         except PeerClosed:
             self._peer_gone = True
-
-    def _can_recv(self) -> bool:
-        return self._rx.readable() > 0 or self._rx.writer_closed
-
-    def _announce_recv(self, sleeping: bool) -> None:
-        self._rx.reader_waiting = sleeping
 
     # Lifetime.
 
@@ -287,12 +289,10 @@ class Channel:
         self._tx.shutdown_write()
         self._rx.shutdown_read()
         fence()
-        self._peer_bell.ring()
+        self._bell.ring()
         self._tx.close()
         self._rx.close()
-        self._waiter.bell.close()
-        self._peer_bell.close()
-        os.close(self._lifeline)
+        self._bell.close()
 
     def __enter__(self) -> Channel:
         return self
@@ -302,7 +302,3 @@ class Channel:
 
     def _deadline(self) -> float | None:
         return None if self.timeout is None else time.monotonic() + self.timeout
-
-    @staticmethod
-    def _remaining(deadline: float | None) -> float | None:
-        return None if deadline is None else max(0.0, deadline - time.monotonic())

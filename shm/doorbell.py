@@ -1,31 +1,37 @@
-"""Doorbells (eventfds) and the adaptive wait: spin a bounded time on shared memory, then sleep on the bell.
+"""Doorbells and the adaptive wait: spin a bounded time on shared memory, then sleep on the doorbell.
+
+A channel's doorbell is a unix stream socket pair, one end per side: ring() sends a byte to the peer's end
+and sleep() receives what the peer rang at one's own end, one system call each. (Measured here, a unix
+stream socket wakes a sleeper on another CPU in ~20 µs where an eventfd, a pipe or a datagram socket
+takes ~30 µs.) The socket is also the lifeline that tells death apart from silence: when the peer's last
+copy of its end closes (it closed the channel, or its process died), sleep() reads end-of-file.
 
 Protocol, with no lost wake-up. The waiter announces "I am sleeping" in a flag in the shared header, runs
-a full barrier, re-checks its condition, and only then sleeps in poll() on its own eventfd. The other side
-publishes its change (head or tail), runs a full barrier, reads the flag and rings the waiter's eventfd
-only if the flag is set. The two barriers make this Dekker's pattern: at least one side sees the other's
-store, so either the waiter finds the condition true or the ringer finds the flag set. x86-64 may delay a
-store past a later load (store buffer), which is why a plain store is not enough and fence() exists.
-Closing always rings. A stale ring only causes one spurious wake-up, after which the condition is re-checked.
+a full barrier, re-checks its condition, and only then sleeps on its doorbell. The other side publishes
+its change (head or tail), runs a full barrier, reads the flag and rings only if the flag is set. The two
+barriers make this Dekker's pattern: at least one side sees the other's store, so either the waiter finds
+the condition true or the ringer finds the flag set. x86-64 may delay a store past a later load (store
+buffer), which is why a plain store is not enough and fence() exists. A stale ring only causes one
+spurious wake-up, after which the condition is re-checked.
 
-Waits never hang: each takes a timeout, and a wait without one must watch a lifeline, one end of a
-socketpair whose other end only the peer holds. Nothing is ever written on it: any event on it (POLLHUP
-when the peer's last copy closes, including when its process dies) means the peer is gone.
+Waits never hang: each ends after its timeout, or when the peer's end of the doorbell closes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable
 
-from freeflow.shm.errors import PeerClosed
+from freeflow.shm.errors import PeerClosed, ShmError
 
 DEFAULT_SPIN = 50e-6  # seconds; a wake-up from sleep costs ~25 µs here, so spinning longer rarely pays
+_RING_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+_PENDING_RINGS = 4096  # bytes of rings taken at once
 
 _fence_lock = threading.Lock()
 _acquire, _release = _fence_lock.acquire, _fence_lock.release
@@ -52,80 +58,119 @@ def fence() -> None:
 
 
 class Doorbell:
-    """A non-blocking eventfd: the peer rings it, its owner sleeps on it."""
+    """One end of a doorbell socket pair: ring() wakes the process sleeping on the other end, sleep() waits
+    to be rung from it."""
 
     def __init__(self, fd: int) -> None:
-        self._fd = fd
+        """Take over `fd`; ShmError (the caller still owns `fd`) when it is not a unix stream socket."""
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError as exc:
+            raise ShmError(f"a doorbell is a unix stream socket; descriptor {fd} is not a socket: "
+                           f"{exc.strerror}") from None
+        if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+            family, kind = sock.family, sock.type
+            sock.detach()
+            raise ShmError(f"a doorbell is a unix stream socket, not {family!r} {kind!r}")
+        sock.setblocking(True)
+        self._sock = sock
+        self._poll: select.poll | None = None
 
     @classmethod
-    def create(cls) -> Doorbell:
-        return cls(os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC))
+    def pair(cls) -> tuple[Doorbell, Doorbell]:
+        """Both ends of a new doorbell."""
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        return cls(a.detach()), cls(b.detach())
 
     def fileno(self) -> int:
-        return self._fd
+        return self._sock.fileno()
 
     def ring(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # the counter is saturated: the bell is already ringing
-            os.eventfd_write(self._fd, 1)
+        """Wake the other end's sleeper; never blocks (a full socket buffer means rings are pending anyway,
+        and a closed other end needs none)."""
+        # Not contextlib.suppress: this runs for every message a sleeping peer gets, and suppress costs more.
+        try:  # noqa: SIM105
+            self._sock.send(b"\1", _RING_FLAGS)
+        except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+            pass
 
-    def drain(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # nobody rang: the lifeline or a timeout woke us
-            os.eventfd_read(self._fd)
+    def sleep(self, timeout: float | None) -> bool:
+        """Wait to be rung (True) for up to `timeout` seconds (None: no limit; False when it passes), taking
+        every pending ring; PeerClosed when the other end is closed."""
+        if timeout is not None:
+            if self._poll is None:
+                self._poll = select.poll()
+                self._poll.register(self._sock, select.POLLIN)
+            if not self._poll.poll(math.ceil(timeout * 1000)):
+                return False
+        try:
+            rung = self._sock.recv(_PENDING_RINGS)
+        except ConnectionResetError:
+            rung = b""
+        if not rung:
+            raise PeerClosed("the peer is gone: its end of the doorbell is closed")
+        return True
+
+    def drain(self) -> bool:
+        """Take the pending rings without waiting; False when the other end is closed."""
+        try:
+            while self._sock.recv(_PENDING_RINGS, socket.MSG_DONTWAIT):
+                pass
+        except BlockingIOError:
+            return True
+        except ConnectionResetError:
+            pass
+        return False
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._sock.close()
 
 
 class Waiter:
     """Waits for a condition on shared memory, for one side of a channel; `spin` is settable (0: never spin)."""
 
-    def __init__(self, bell: Doorbell, lifeline: int | None = None, spin: float = DEFAULT_SPIN) -> None:
+    def __init__(self, bell: Doorbell, spin: float = DEFAULT_SPIN) -> None:
         self.bell = bell
         self.spin = spin
-        self._lifeline = lifeline
-        self._poll = select.poll()
-        self._poll.register(bell.fileno(), select.POLLIN)
-        if lifeline is not None:
-            self._poll.register(lifeline, select.POLLIN)
 
-    def wait(self, ready: Callable[[], bool], announce: Callable[[bool], None], timeout: float | None) -> bool:
-        """Return True once ready() is true, False when `timeout` seconds pass first.
+    def wait(self, ready: Callable[[], bool], announce: Callable[[bool], None], timeout: float | None,
+             spinner: Callable[[float], bool] | None = None) -> bool:
+        """Wait until ready() may have become true (True), or `timeout` seconds (None: no limit) passed (False).
 
+        Call it when ready() is false, and check again after: a stale ring can end a wait early.
         `announce(True)` sets this side's sleeping flag in the shared header, `announce(False)` clears it;
-        the peer rings `bell` after a change if it finds the flag set. Raises PeerClosed when the lifeline
-        reports the peer gone and the condition is still false.
+        the peer rings after a change if it finds the flag set. `spinner(seconds)`, if given, spins for up to
+        `seconds` and returns whether ready() became true (a ring's spin_readable, which watches the shared
+        counter itself: tighter than calling ready() in a loop). Raises PeerClosed when the peer's end of the
+        doorbell is closed and the condition is still false.
         """
-        if ready():
-            return True
-        if timeout is None and self._lifeline is None:
-            raise ValueError("a wait without a lifeline needs a timeout")
-        now = time.monotonic()
-        deadline = None if timeout is None else now + timeout
         if self.spin > 0:
-            spin_end = now + self.spin if deadline is None else min(now + self.spin, deadline)
-            while time.monotonic() < spin_end:
-                if ready():
-                    return True
-        while True:
-            announce(True)
-            fence()
-            if ready():
-                announce(False)
+            if (spinner or _spinning_on(ready))(self.spin if timeout is None else min(self.spin, timeout)):
                 return True
-            if deadline is None:
-                ms = -1
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    announce(False)
-                    return False
-                ms = math.ceil(remaining * 1000)
-            events = self._poll.poll(ms)
+            if timeout is not None:
+                timeout = max(0.0, timeout - self.spin)
+        announce(True)
+        fence()
+        if ready():
             announce(False)
-            self.bell.drain()
+            return True
+        try:
+            rung = timeout != 0 and self.bell.sleep(timeout)
+        except PeerClosed:
+            announce(False)
             if ready():
                 return True
-            if any(fd == self._lifeline for fd, _ in events):
-                raise PeerClosed("the peer is gone: its lifeline hung up")
+            raise
+        announce(False)
+        return rung
+
+
+def _spinning_on(ready: Callable[[], bool]) -> Callable[[float], bool]:
+    """A spinner that calls ready() until it is true or the time is up."""
+    def spin(seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if ready():
+                return True
+        return False
+    return spin

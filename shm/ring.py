@@ -22,9 +22,11 @@ under our mapping (which would be SIGBUS).
 from __future__ import annotations
 
 import fcntl
+import functools
 import mmap
 import os
 import platform
+import time
 from typing import TYPE_CHECKING, TypeAlias
 
 from freeflow.shm.errors import RingCorrupted, ShmError, UnsupportedPlatform
@@ -43,6 +45,7 @@ WRITER_CLOSED_SLOT, READER_CLOSED_SLOT = 24, 32
 READER_WAITING_SLOT, WRITER_WAITING_SLOT = 40, 48
 
 _SUPPORTED_MACHINES = ("x86_64", "AMD64")
+_SPIN_CHECKS = 64  # loads of the peer's counter between two looks at the clock while spinning
 
 # What write() copies as is: buffers of bytes whose len() is their size.
 ByteBuffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
@@ -67,13 +70,18 @@ class Ring:
         self._mask = capacity - 1
         self._mapping = mapping
         view = memoryview(mapping)
-        self._counters = view[:HEADER_SIZE].cast("Q")
+        # The shared header as 8-byte slots (the *_SLOT constants): the channel reads the flags in it directly.
+        self.header = view[:HEADER_SIZE].cast("Q")
         self._data = view[HEADER_SIZE:HEADER_SIZE + capacity]
         view.release()
-        self._head = self._counters[HEAD_SLOT]
-        self._tail = self._counters[TAIL_SLOT]
+        self._head = self.header[HEAD_SLOT]
+        self._tail = self.header[TAIL_SLOT]
         self._reserved = 0
         self._peeked = 0
+        # announce_reader(sleeping) / announce_writer(sleeping): set or clear that side's sleeping flag (a
+        # C-level callable: it runs on every wait of a channel)
+        self.announce_reader = functools.partial(self.header.__setitem__, READER_WAITING_SLOT)
+        self.announce_writer = functools.partial(self.header.__setitem__, WRITER_WAITING_SLOT)
 
     @classmethod
     def create(cls, capacity: int) -> tuple[Ring, int]:
@@ -138,23 +146,28 @@ class Ring:
     @property
     def total_written(self) -> int:
         """Bytes ever committed to the ring, as the shared header says (for statistics)."""
-        return int(self._counters[HEAD_SLOT])
+        return int(self.header[HEAD_SLOT])
 
     # Writer side.
 
     def writable(self) -> int:
         """Free bytes, possibly in two pieces."""
-        used = self._head - self._counters[TAIL_SLOT]
+        used = self._head - self.header[TAIL_SLOT]
         if not 0 <= used <= self.capacity:
             self._corrupted()
         return self.capacity - used
+
+    def can_write(self) -> bool:
+        """Whether a write would take something now, or the reader has closed (cheap: nothing validated)."""
+        counters = self.header
+        return counters[TAIL_SLOT] != self._head - self.capacity or counters[READER_CLOSED_SLOT] != 0
 
     def reserve(self, n: int) -> memoryview:
         """Up to `n` contiguous free bytes to fill in place; fewer when full or at the wrap-around."""
         if n < 0:
             raise ValueError("reserve() needs a size >= 0")
         head = self._head
-        used = head - self._counters[TAIL_SLOT]
+        used = head - self.header[TAIL_SLOT]
         if not 0 <= used <= self.capacity:
             self._corrupted()
         pos = head & self._mask
@@ -168,13 +181,13 @@ class Ring:
             raise ValueError(f"commit({n}) exceeds the {self._reserved} bytes reserved")
         self._reserved -= n
         self._head += n
-        self._counters[HEAD_SLOT] = self._head
+        self.header[HEAD_SLOT] = self._head
 
     def write(self, data: ByteBuffer) -> int:
         """Copy as much of `data` as fits (across the wrap-around) and publish it; return the count."""
         head = self._head
         cap = self.capacity
-        free = cap - head + self._counters[TAIL_SLOT]
+        free = cap - head + self.header[TAIL_SLOT]
         if not 0 <= free <= cap:
             self._corrupted()
         n = len(data)
@@ -192,26 +205,44 @@ class Ring:
                 self._data[:n - first] = src[first:n]
         self._reserved = 0
         self._head = head + n
-        self._counters[HEAD_SLOT] = head + n
+        self.header[HEAD_SLOT] = head + n
         return n
+
+    def spin_writable(self, seconds: float) -> bool:
+        """Spin up to `seconds` for free space or the reader's close; whether either came."""
+        counters, full_at = self.header, self._head - self.capacity
+        end = time.monotonic() + seconds
+        while True:
+            for _ in range(_SPIN_CHECKS):
+                if counters[TAIL_SLOT] != full_at:
+                    return True
+            if counters[READER_CLOSED_SLOT]:
+                return True
+            if time.monotonic() >= end:
+                return False
 
     def shutdown_write(self) -> None:
         """Tell the reader no more data will come; it sees end-of-stream once the ring is drained."""
-        self._counters[WRITER_CLOSED_SLOT] = 1
+        self.header[WRITER_CLOSED_SLOT] = 1
 
     # Reader side.
 
     def readable(self) -> int:
         """Bytes waiting to be read, possibly in two pieces."""
-        avail = self._counters[HEAD_SLOT] - self._tail
+        avail = self.header[HEAD_SLOT] - self._tail
         if not 0 <= avail <= self.capacity:
             self._corrupted()
         return avail
 
+    def can_read(self) -> bool:
+        """Whether a read would return something now, or the writer has closed (cheap: nothing validated)."""
+        counters = self.header
+        return counters[HEAD_SLOT] != self._tail or counters[WRITER_CLOSED_SLOT] != 0
+
     def peek(self) -> memoryview:
         """The readable bytes that are contiguous in the ring (up to the wrap-around), without consuming."""
         tail = self._tail
-        avail = self._counters[HEAD_SLOT] - tail
+        avail = self.header[HEAD_SLOT] - tail
         if not 0 <= avail <= self.capacity:
             self._corrupted()
         pos = tail & self._mask
@@ -225,7 +256,7 @@ class Ring:
             raise ValueError(f"release({n}) exceeds the {self._peeked} bytes peeked")
         self._peeked -= n
         self._tail += n
-        self._counters[TAIL_SLOT] = self._tail
+        self.header[TAIL_SLOT] = self._tail
 
     def read(self, n: int) -> bytes:
         """Up to `n` readable bytes, consumed (b"" when the ring is empty)."""
@@ -233,7 +264,7 @@ class Ring:
             raise ValueError("read() needs a size >= 0")
         tail = self._tail
         cap = self.capacity
-        avail = self._counters[HEAD_SLOT] - tail
+        avail = self.header[HEAD_SLOT] - tail
         if not 0 <= avail <= cap:
             self._corrupted()
         n = min(n, avail)
@@ -245,20 +276,22 @@ class Ring:
         out = data[pos:end].tobytes() if end <= cap else b"".join((data[pos:], data[:end - cap]))
         self._peeked = 0
         self._tail = tail + n
-        self._counters[TAIL_SLOT] = tail + n
+        self.header[TAIL_SLOT] = tail + n
         return out
 
     def readinto(self, buf: WriteableBuffer) -> int:
         """Copy readable bytes into `buf`, consume them and return the count (0 when the ring is empty)."""
         tail = self._tail
         cap = self.capacity
-        avail = self._counters[HEAD_SLOT] - tail
+        avail = self.header[HEAD_SLOT] - tail
         if not 0 <= avail <= cap:
             self._corrupted()
-        dst = memoryview(buf)
-        n = min(len(dst), avail)
-        if n == 0:
-            return 0
+        dst = buf if type(buf) is memoryview else memoryview(buf)
+        n = len(dst)
+        if n > avail:
+            if not avail:
+                return 0
+            n = avail
         pos = tail & self._mask
         end = pos + n
         if end <= cap:
@@ -268,46 +301,59 @@ class Ring:
             dst[cap - pos:n] = self._data[:end - cap]
         self._peeked = 0
         self._tail = tail + n
-        self._counters[TAIL_SLOT] = tail + n
+        self.header[TAIL_SLOT] = tail + n
         return n
+
+    def spin_readable(self, seconds: float) -> bool:
+        """Spin up to `seconds` for data or the writer's close; whether either came."""
+        counters, tail = self.header, self._tail
+        end = time.monotonic() + seconds
+        while True:
+            for _ in range(_SPIN_CHECKS):
+                if counters[HEAD_SLOT] != tail:
+                    return True
+            if counters[WRITER_CLOSED_SLOT]:
+                return True
+            if time.monotonic() >= end:
+                return False
 
     def shutdown_read(self) -> None:
         """Tell the writer nothing more will be read; its further writes are refused by the channel."""
-        self._counters[READER_CLOSED_SLOT] = 1
+        self.header[READER_CLOSED_SLOT] = 1
 
     # Flags shared with the peer.
 
     @property
     def writer_closed(self) -> bool:
-        return self._counters[WRITER_CLOSED_SLOT] != 0
+        return self.header[WRITER_CLOSED_SLOT] != 0
 
     @property
     def reader_closed(self) -> bool:
-        return self._counters[READER_CLOSED_SLOT] != 0
+        return self.header[READER_CLOSED_SLOT] != 0
 
     @property
     def reader_waiting(self) -> bool:
         """The reader is (about to be) asleep on its doorbell, waiting for data."""
-        return self._counters[READER_WAITING_SLOT] != 0
+        return self.header[READER_WAITING_SLOT] != 0
 
     @reader_waiting.setter
     def reader_waiting(self, value: bool) -> None:
-        self._counters[READER_WAITING_SLOT] = int(value)
+        self.header[READER_WAITING_SLOT] = int(value)
 
     @property
     def writer_waiting(self) -> bool:
         """The writer is (about to be) asleep on its doorbell, waiting for space."""
-        return self._counters[WRITER_WAITING_SLOT] != 0
+        return self.header[WRITER_WAITING_SLOT] != 0
 
     @writer_waiting.setter
     def writer_waiting(self, value: bool) -> None:
-        self._counters[WRITER_WAITING_SLOT] = int(value)
+        self.header[WRITER_WAITING_SLOT] = int(value)
 
     def close(self) -> None:
         """Unmap the ring; views from reserve() and peek() must be released first."""
         if self._mapping.closed:
             return
-        self._counters.release()
+        self.header.release()
         self._data.release()
         try:
             self._mapping.close()
@@ -315,6 +361,6 @@ class Ring:
             raise ShmError("cannot unmap the ring: a view from reserve() or peek() is still alive") from None
 
     def _corrupted(self) -> None:
-        head, tail = self._counters[HEAD_SLOT], self._counters[TAIL_SLOT]
+        head, tail = self.header[HEAD_SLOT], self.header[TAIL_SLOT]
         raise RingCorrupted(f"ring indices out of range: head {head}, tail {tail}, capacity {self.capacity} "
                             f"(local head {self._head}, tail {self._tail})")

@@ -6,6 +6,7 @@ Also fuzzes both ends of the hand-off: requests sent to a real router, and repli
 from __future__ import annotations
 
 import array
+import dataclasses
 import gc
 import os
 import signal
@@ -369,14 +370,14 @@ segments = st.lists(st.one_of(st.tuples(reply_bytes, st.lists(st.sampled_from(FD
 
 
 def _make_fds(kinds: list[str]) -> tuple[list[int], list[int]]:
-    """(descriptors to send, descriptors to close once sent); a "channel" is the 5 of one side."""
+    """(descriptors to send, descriptors to close once sent); a "channel" is the 3 of one side."""
     send: list[int] = []
     close: list[int] = []
     for kind in kinds:
         if kind == "channel":
             mine, peer = channel_fds(4096)
-            send += [mine.tx, mine.rx, mine.bell, mine.peer_bell, mine.lifeline]
-            close += [peer.tx, peer.rx, peer.bell, peer.peer_bell, peer.lifeline]
+            send += dataclasses.astuple(mine)
+            close += dataclasses.astuple(peer)
         elif kind == "null":
             send.append(os.open(os.devnull, os.O_RDWR))
         elif kind == "pipe":

@@ -17,6 +17,7 @@ from freeflow.shm import (
     EndOfChannel,
     PeerClosed,
     RingCorrupted,
+    ShmError,
     WaitTimeout,
     channel_fds,
     channel_pair,
@@ -149,13 +150,24 @@ def test_peer_garbage_in_the_header_is_reported() -> None:
 def test_one_ring_for_both_directions_is_refused() -> None:
     mine, theirs = channel_fds(4096)
     theirs.close()
-    bogus = ChannelFds(tx=mine.tx, rx=os.dup(mine.tx), bell=mine.bell, peer_bell=mine.peer_bell,
-                       lifeline=mine.lifeline)
+    bogus = ChannelFds(tx=mine.tx, rx=os.dup(mine.tx), bell=mine.bell)
     os.close(mine.rx)
     with pytest.raises(RingCorrupted, match="same ring"):
         Channel.from_fds(bogus)
     with pytest.raises(OSError):
         os.fstat(bogus.rx)  # from_fds took ownership and closed everything
+
+
+def test_a_doorbell_that_is_not_a_socket_is_refused() -> None:
+    mine, theirs = channel_fds(4096)
+    theirs.close()
+    os.close(mine.bell)
+    bogus = dataclasses.replace(mine, bell=os.eventfd(0))
+    with pytest.raises(ShmError, match="unix stream socket"):
+        Channel.from_fds(bogus)
+    for fd in dataclasses.astuple(bogus):
+        with pytest.raises(OSError):
+            os.fstat(fd)
 
 
 def test_each_side_owns_its_descriptors() -> None:
