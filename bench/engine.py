@@ -82,6 +82,10 @@ def create_network(name: str, run_id: str, create_args: Sequence[str], host: Doc
     docker("network", "create", "--label", f"{LABEL}={run_id}", *create_args, name, host=host)
 
 
+def create_volume(name: str, run_id: str, host: DockerHost = LOCAL) -> None:
+    docker("volume", "create", "--label", f"{LABEL}={run_id}", name, host=host)
+
+
 def execute(container: Container, command: Sequence[str], timeout: float) -> Output:
     """Run a command in a container to its end; the tools report failures in their output, not their status."""
     done = _call(["exec", container.name, *command], timeout, container.host)
@@ -132,6 +136,11 @@ def labelled_containers(run_id: str, host: DockerHost = LOCAL) -> list[str]:
 def labelled_networks(run_id: str, host: DockerHost = LOCAL) -> list[str]:
     """IDs of the networks `host` lists that carry this run's label."""
     return docker("network", "ls", "--quiet", "--filter", f"label={LABEL}={run_id}", host=host).split()
+
+
+def labelled_volumes(run_id: str, host: DockerHost = LOCAL) -> list[str]:
+    """Names of the volumes on `host` that carry this run's label."""
+    return docker("volume", "ls", "--quiet", "--filter", f"label={LABEL}={run_id}", host=host).split()
 
 
 def swarm_state(host: DockerHost = LOCAL) -> tuple[str, str]:

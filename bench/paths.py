@@ -33,6 +33,7 @@ class PathSpec:
     host_stack: bool = False  # the containers use their hosts' own stacks: the server listens on its host's address
     run_args: tuple[str, ...] = ()  # extra `docker run` arguments for both containers
     grafted: bool = False  # the router grafts its connections: measured only once a connection is seen grafted
+    shared_dir: str | None = None  # a folder both containers mount (a volume of the run), e.g. for a unix socket
 
 
 RUN_DIR = "/run/freeflow"  # the router's default FREEFLOW_RUN_DIR: the preload library and the Python client
@@ -52,7 +53,8 @@ PATHS: tuple[PathSpec, ...] = (
     PathSpec(GRAFTED, "grafted", create_args=FREEFLOW, run_args=PRELOADED, grafted=True),
 )
 BASELINE = PATHS[0].name  # every ratio is to this path
-CHANNELS = PathSpec("freeflow channels", "channel", create_args=FREEFLOW, run_args=WITH_CLIENT)
+PROBE_DIR = "/ffprobe"  # where the channel pair's containers share the stream probe's AF_UNIX socket
+CHANNELS = PathSpec("freeflow channels", "channel", create_args=FREEFLOW, run_args=WITH_CLIENT, shared_dir=PROBE_DIR)
 
 OVERLAY_ACROSS = "Docker overlay (across hosts)"
 FREEFLOW_ACROSS = "freeflow overlay (across hosts)"
@@ -142,8 +144,14 @@ class Lab:
             network = f"{self.run_id}-{path.key}"
             engine.create_network(network, self.run_id, path.create_args, self.placement.manager)
         prefix = f"{self.run_id}-{path.key}"
-        server = engine.run_container(f"{prefix}-srv", self.run_id, network, path.run_args, self.placement.server)
-        client = engine.run_container(f"{prefix}-cli", self.run_id, network, path.run_args, self.placement.client)
+        run_args = path.run_args
+        if path.shared_dir is not None:
+            if self.placement.server != self.placement.client:
+                raise BenchError(f"{path.name}: containers on two hosts cannot share a folder")
+            engine.create_volume(f"{prefix}-shared", self.run_id, self.placement.server)
+            run_args = (*run_args, "-v", f"{prefix}-shared:{path.shared_dir}")
+        server = engine.run_container(f"{prefix}-srv", self.run_id, network, run_args, self.placement.server)
+        client = engine.run_container(f"{prefix}-cli", self.run_id, network, run_args, self.placement.client)
         if path.host_stack:
             address = self.placement.server.address
             return Pair(path, server, client, address, address, self.ports)
@@ -157,6 +165,9 @@ class Lab:
                 containers = engine.labelled_containers(self.run_id, host)
                 if containers:
                     engine.docker("rm", "--force", "--volumes", *containers, host=host, timeout=120)
+                volumes = engine.labelled_volumes(self.run_id, host)
+                if volumes:
+                    engine.docker("volume", "rm", "--force", *volumes, host=host)
             except BenchError as exc:
                 problems.append(str(exc))
         manager = self.placement.manager

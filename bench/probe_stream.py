@@ -1,17 +1,20 @@
-"""Throughput and ping-pong probe over a freeflow Channel or an AF_UNIX socket pair, run with a container's python3.
+"""Throughput and ping-pong probe over a freeflow Channel or an AF_UNIX socket, run with a container's python3.
 
-`serve PORT` answers channels; `run HOST PORT TRIALS` runs each Trial of the JSON list and prints one JSON line per
-result; `check` says whether the container's client can. A "unix" trial forks a child that answers on a socket
-pair, through the same code as the channel server. Standard library only, plus freeflow.client
-(PYTHONPATH=/run/freeflow/python) for channels.
+`serve PORT [SOCKET]` answers channels (and AF_UNIX connections on the socket path SOCKET); `run HOST PORT TRIALS
+[SOCKET]` runs each Trial of the JSON list and prints one JSON line per result; `check` says whether the
+container's client can. A "unix" trial forks a child that answers on a socket pair, a "unix-between" trial
+connects to the server's SOCKET (a folder both containers mount), both through the same code as the channel
+server. Standard library only, plus freeflow.client (PYTHONPATH=/run/freeflow/python) for channels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 if TYPE_CHECKING:
     from freeflow.client import Channel
 
-CHANNEL, UNIX = "channel", "unix"
+CHANNEL, UNIX, UNIX_BETWEEN = "channel", "unix", "unix-between"
 THROUGHPUT, PINGPONG = "throughput", "pingpong"
 SHM_WAIT_S = 5.0  # how long a client retries until the router pairs it over shared memory (a listener starting)
 CALL_TIMEOUT_S = 30.0  # bounds every call on a channel
@@ -33,7 +36,8 @@ _COUNT = 8  # bytes of the count a throughput receiver answers with
 class Trial:
     """One measurement; THROUGHPUT: `size`-byte messages one way for `seconds`; PINGPONG: `size` bytes each way."""
 
-    transport: str  # CHANNEL: a freeflow Channel to the server; UNIX: a socket pair with a forked child
+    transport: str  # CHANNEL: a freeflow Channel to the server; UNIX: a socket pair with a forked child;
+    # UNIX_BETWEEN: an AF_UNIX socket to the server container
     kind: str
     size: int
     seconds: float
@@ -233,8 +237,18 @@ def _channel(host: str, port: int) -> Channel:
 
 
 @contextmanager
-def opened(trial: Trial, host: str, port: int) -> Iterator[tuple[Stream, str]]:
+def opened(trial: Trial, host: str, port: int, unix_path: str | None = None) -> Iterator[tuple[Stream, str]]:
     """The client's end of the trial's stream, with the path it took, its request sent; closed on exit."""
+    if trial.transport == UNIX_BETWEEN:
+        if unix_path is None:
+            raise ValueError("a unix-between trial needs the server's socket path")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(CALL_TIMEOUT_S)
+            sock.connect(unix_path)
+            sock.settimeout(None)  # like the socket pair: the ping-pong blocks in the kernel
+            send_request(sock, trial)
+            yield sock, UNIX_BETWEEN
+        return
     if trial.transport == CHANNEL:
         channel = _channel(host, port)
         try:
@@ -264,33 +278,48 @@ def opened(trial: Trial, host: str, port: int) -> Iterator[tuple[Stream, str]]:
         os.waitpid(child, 0)
 
 
-def run(host: str, port: int, trials: list[Trial]) -> Iterator[Result]:
+def run(host: str, port: int, trials: list[Trial], unix_path: str | None = None) -> Iterator[Result]:
     for trial in trials:
-        with opened(trial, host, port) as (stream, path):
+        with opened(trial, host, port, unix_path) as (stream, path):
             yield throughput(stream, path, trial) if trial.kind == THROUGHPUT else pingpong(stream, path, trial)
 
 
-def serve(port: int) -> None:
-    """Answer one channel after the other, until killed; a failed trial is reported and the next one served."""
+def serve(port: int, unix_path: str | None = None) -> None:
+    """Answer one channel after the other (and, with `unix_path`, one AF_UNIX connection after the other on that
+    socket path, in a thread), until killed; a failed trial is reported and the next one served."""
     from freeflow.client import Channel
 
+    if unix_path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(unix_path)
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        unix.bind(unix_path)
+        unix.listen()
+        threading.Thread(target=_serve_unix, args=(unix,), daemon=True).start()
     with Channel.listen(port) as listener:
         while True:
             with listener.accept() as channel:
                 _answered(channel)
 
 
+def _serve_unix(listener: socket.socket) -> None:
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            _answered(conn)
+
+
 def main(argv: list[str]) -> None:
     if argv == ["check"]:
         print(check_client())
-    elif argv[:1] == ["serve"] and len(argv) == 2:
-        serve(int(argv[1]))
-    elif argv[:1] == ["run"] and len(argv) == 4:
+    elif argv[:1] == ["serve"] and len(argv) in (2, 3):
+        serve(int(argv[1]), argv[2] if len(argv) == 3 else None)
+    elif argv[:1] == ["run"] and len(argv) in (4, 5):
         trials = [Trial(**fields) for fields in json.loads(argv[3])]
-        for result in run(argv[1], int(argv[2]), trials):
+        for result in run(argv[1], int(argv[2]), trials, argv[4] if len(argv) == 5 else None):
             print(result_line(result), flush=True)
     else:
-        sys.exit("usage: probe_stream.py check | serve PORT | run HOST PORT TRIALS_JSON")
+        sys.exit("usage: probe_stream.py check | serve PORT [SOCKET] | run HOST PORT TRIALS_JSON [SOCKET]")
 
 
 if __name__ == "__main__":

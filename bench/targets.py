@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from freeflow.bench.c_ring import ROW as C_RING
-from freeflow.bench.channels import CHANNEL_64K, CHANNEL_SLEEP, CHANNEL_SPIN, UNIX_PAIR
+from freeflow.bench.channels import CHANNEL_64K, CHANNEL_SLEEP, CHANNEL_SPIN, UNIX_BETWEEN_ROW
 from freeflow.bench.paths import ACROSS_BASELINE, BASELINE, FREEFLOW_ACROSS, GRAFTED, GRAFTED_ACROSS
 from freeflow.bench.report import BY_METRIC
 from freeflow.bench.results import PathResult, headline
@@ -50,8 +50,8 @@ TARGETS: tuple[Target, ...] = (
     Target(4, CHANNEL_64K, "throughput_gbps", AT_LEAST, 5.0, BASELINE),
     Target(4, CHANNEL_64K, "throughput_gbps", AT_LEAST, 0.8, C_RING),
     Target(4, CHANNEL_SPIN, "unpinned", AT_MOST, offset=1.5),
-    Target(4, CHANNEL_SLEEP, "same_core", AT_MOST, 1.0, UNIX_PAIR),
-    Target(4, CHANNEL_SLEEP, "unpinned", AT_MOST, 1.0, UNIX_PAIR),
+    Target(4, CHANNEL_SLEEP, "same_core", AT_MOST, 1.0, UNIX_BETWEEN_ROW),
+    Target(4, CHANNEL_SLEEP, "unpinned", AT_MOST, 1.0, UNIX_BETWEEN_ROW),
 )
 ACROSS_TARGETS: tuple[Target, ...] = (
     Target(5, GRAFTED_ACROSS, "throughput_gbps", AT_LEAST, 1.15, ACROSS_BASELINE),

@@ -32,6 +32,7 @@ class Lab:
     run_dir: Path
     bridge: str
     namespaces: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)  # veths made in the root namespace
     router: subprocess.Popen | None = None
     state: State = field(default_factory=State)
     extra_env: dict[str, str] = field(default_factory=dict)  # router settings a test overrides
@@ -43,6 +44,7 @@ class Lab:
         self.namespaces.append(name)
         outer, inner = f"frh{self.tag}{index}", f"frc{self.tag}{index}"
         sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+        self.links.append(outer)
         sh("ip", "link", "set", outer, "master", self.bridge, "up")
         sh("ip", "link", "set", inner, "netns", name)
         ip = f"{subnet}.{index}"
@@ -129,6 +131,8 @@ def lab(tmp_path) -> Iterator[Lab]:
         lab.kill_router()
         for ns in lab.namespaces:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        for link in lab.links:  # left in the root namespace when a step of add_host failed
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
         subprocess.run(["iptables", "-D", "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"],
                        capture_output=True)

@@ -167,13 +167,22 @@ class FakeLabEngine:
     def __init__(self, busy: int = 0) -> None:
         self.containers = {LOCAL: ["c1", "c2"], H1: ["c1"], H2: ["c2"]}
         self.networks, self.busy = ["n1"], busy
+        self.volumes: dict[DockerHost, list[str]] = {LOCAL: [], H1: [], H2: []}
         self.commands: list[tuple[str, tuple[str, ...]]] = []  # (engine, arguments)
+        self.run_args: dict[str, tuple[str, ...]] = {}  # container name -> its extra `docker run` arguments
 
     def labelled_containers(self, run_id: str, host: DockerHost = LOCAL) -> list[str]:
         return list(self.containers[host])
 
     def labelled_networks(self, run_id: str, host: DockerHost = LOCAL) -> list[str]:
         return list(self.networks)
+
+    def labelled_volumes(self, run_id: str, host: DockerHost = LOCAL) -> list[str]:
+        return list(self.volumes[host])
+
+    def create_volume(self, name: str, run_id: str, host: DockerHost = LOCAL) -> None:
+        self.commands.append((host.name, ("volume", "create", name)))
+        self.volumes[host].append(name)
 
     def docker(self, *args: str, host: DockerHost = LOCAL, timeout: float = 60) -> str:
         self.commands.append((host.name, args))
@@ -184,6 +193,8 @@ class FakeLabEngine:
             self.networks.remove(args[2])
         elif args[0] == "rm":
             self.containers[host] = [c for c in self.containers[host] if c not in args]
+        elif args[:2] == ("volume", "rm"):
+            self.volumes[host] = [v for v in self.volumes[host] if v not in args]
         return ""
 
     def create_network(self, name: str, run_id: str, create_args: tuple[str, ...], host: DockerHost = LOCAL) -> None:
@@ -192,6 +203,7 @@ class FakeLabEngine:
     def run_container(self, name: str, run_id: str, network: str, run_args: tuple[str, ...] = (),
                       host: DockerHost = LOCAL) -> Container:
         self.commands.append((host.name, ("run", name, network)))
+        self.run_args[name] = tuple(run_args)
         return Container(name, host)
 
     def container_ip(self, container: Container, network: str) -> str:
@@ -205,8 +217,8 @@ class FakeLabEngine:
 def lab_engine(monkeypatch):
     def install(busy: int = 0) -> FakeLabEngine:
         engine = FakeLabEngine(busy)
-        for name in ("labelled_containers", "labelled_networks", "docker", "create_network", "run_container",
-                     "container_ip"):
+        for name in ("labelled_containers", "labelled_networks", "labelled_volumes", "docker", "create_network",
+                     "create_volume", "run_container", "container_ip"):
             monkeypatch.setattr(paths_module.engine, name, getattr(engine, name))
         monkeypatch.setattr(swarm_module.engine, "swarm_state", engine.swarm_state)
         monkeypatch.setattr(paths_module.time, "sleep", lambda _: None)
@@ -254,6 +266,24 @@ def test_close_across_hosts_removes_the_containers_on_each_host_and_the_networks
     assert engine.commands == [("h1", ("rm", "--force", "--volumes", "c1")),
                                ("h2", ("rm", "--force", "--volumes", "c2")),
                                ("h1", ("network", "rm", "n1"))]
+
+
+def test_a_shared_folder_is_a_volume_of_the_run_in_both_containers_and_goes_with_it(lab_engine):
+    engine = lab_engine()
+    lab = Lab(progress=lambda _: None)
+    lab.open(PathSpec("channels", "channel", create_args=("--driver", "freeflow"), shared_dir="/shared"))
+    volume = f"{lab.run_id}-channel-shared"
+    assert ("this host", ("volume", "create", volume)) in engine.commands
+    for role in ("srv", "cli"):
+        assert engine.run_args[f"{lab.run_id}-channel-{role}"][-2:] == ("-v", f"{volume}:/shared")
+    assert lab.close() == []
+    assert engine.volumes[LOCAL] == []
+
+
+def test_containers_on_two_hosts_cannot_share_a_folder(lab_engine):
+    lab_engine()
+    with pytest.raises(BenchError, match="cannot share a folder"):
+        Lab(progress=lambda _: None, placement=ACROSS).open(PathSpec("channels", "channel", shared_dir="/shared"))
 
 
 def test_a_placement_lists_each_engine_once_manager_first():

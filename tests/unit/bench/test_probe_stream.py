@@ -13,6 +13,7 @@ from freeflow.bench.probe_stream import (
     PINGPONG,
     THROUGHPUT,
     UNIX,
+    UNIX_BETWEEN,
     PingPong,
     Throughput,
     Trial,
@@ -62,6 +63,24 @@ def test_unix_tests_fork_a_child_that_answers():
     moved, trips = list(probe_stream.run("unused", 0, trials))
     assert isinstance(moved, Throughput) and moved.path == UNIX and moved.bytes >= 65536
     assert isinstance(trips, PingPong) and trips.path == UNIX and trips.count > 0 and trips.avg_us > 0
+
+
+def test_unix_between_tests_connect_to_the_servers_socket(tmp_path):
+    path = str(tmp_path / "probe.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen()
+    threading.Thread(target=probe_stream._serve_unix, args=(listener,), daemon=True).start()
+    trials = [Trial(UNIX_BETWEEN, THROUGHPUT, 65536, 0.05), Trial(UNIX_BETWEEN, PINGPONG, 64, 0.05, warmup=0.01)]
+    moved, trips = list(probe_stream.run("unused", 0, trials, path))
+    assert isinstance(moved, Throughput) and moved.path == UNIX_BETWEEN and moved.bytes >= 65536
+    assert isinstance(trips, PingPong) and trips.path == UNIX_BETWEEN and trips.count > 0
+    listener.close()
+
+
+def test_unix_between_tests_need_the_socket_path():
+    with pytest.raises(ValueError, match="socket path"):
+        list(probe_stream.run("unused", 0, [Trial(UNIX_BETWEEN, PINGPONG, 64, 0.05)]))
 
 
 @pytest.fixture

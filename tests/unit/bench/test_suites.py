@@ -36,6 +36,7 @@ def test_on_one_host_the_rows_are_the_paths_then_the_channels_then_the_c_ring():
     assert metrics[channels.CHANNEL_SPIN] == {"unpinned"}, "a spinning ping-pong has no same-core figure"
     assert metrics[channels.CHANNEL_SLEEP] == {"same_core", "unpinned"}
     assert metrics[channels.UNIX_PAIR] == {"throughput_gbps", "same_core", "unpinned"}
+    assert metrics[channels.UNIX_BETWEEN_ROW] == {"throughput_gbps", "same_core", "unpinned"}
     assert metrics[c_ring.ROW] == {"throughput_gbps", "unpinned"}
 
 
