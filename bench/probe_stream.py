@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 CHANNEL, UNIX, UNIX_BETWEEN = "channel", "unix", "unix-between"
 THROUGHPUT, PINGPONG = "throughput", "pingpong"
 SHM_WAIT_S = 5.0  # how long a client retries until the router pairs it over shared memory (a listener starting)
-CALL_TIMEOUT_S = 30.0  # bounds every call on a channel
+CALL_TIMEOUT_S = 30.0  # bounds connecting a channel or a socket
 _LENGTH = 4  # bytes of the length before a request
 _COUNT = 8  # bytes of the count a throughput receiver answers with
 
@@ -251,6 +251,7 @@ def opened(trial: Trial, host: str, port: int, unix_path: str | None = None) -> 
         return
     if trial.transport == CHANNEL:
         channel = _channel(host, port)
+        channel.timeout = None  # like the sockets it is compared with, it waits until data or the peer's end
         try:
             if trial.spin is not None:
                 _set_spin(channel, trial.spin)
