@@ -112,15 +112,19 @@ class Doorbell:
         return True
 
     def drain(self) -> bool:
-        """Take the pending rings without waiting; False when the other end is closed."""
+        """Take the pending rings without waiting; False when the other end is closed (a close behind pending
+        rings shows on the next call: the socket stays readable)."""
         try:
-            while self._sock.recv(_PENDING_RINGS, socket.MSG_DONTWAIT):
-                pass
+            while True:
+                rung = len(self._sock.recv(_PENDING_RINGS, socket.MSG_DONTWAIT))
+                if not rung:
+                    return False
+                if rung < _PENDING_RINGS:  # a short read took everything pending: no second call
+                    return True
         except BlockingIOError:
             return True
         except ConnectionResetError:
-            pass
-        return False
+            return False
 
     def close(self) -> None:
         self._sock.close()
