@@ -304,8 +304,12 @@ def serve(port: int, unix_path: str | None = None) -> None:
 
 
 def _serve_unix(listener: socket.socket) -> None:
+    """Answer one connection after the other until the listener is closed."""
     while True:
-        conn, _ = listener.accept()
+        try:
+            conn, _ = listener.accept()
+        except OSError:  # closed under us
+            return
         with conn:
             _answered(conn)
 
