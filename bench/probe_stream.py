@@ -9,7 +9,6 @@ server. Standard library only, plus freeflow.client (PYTHONPATH=/run/freeflow/py
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -17,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -291,7 +290,7 @@ def serve(port: int, unix_path: str | None = None) -> None:
     from freeflow.client import Channel
 
     if unix_path is not None:
-        with contextlib.suppress(FileNotFoundError):
+        with suppress(FileNotFoundError):
             os.unlink(unix_path)
         unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         unix.bind(unix_path)

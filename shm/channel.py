@@ -136,14 +136,11 @@ class Channel:
     def sendall(self, data: ReadableBuffer) -> None:
         """Write all of `data`, waiting for space as needed."""
         payload = _byte_buffer(data)
-        # The common case in one frame: it all fits now (a message of a ping-pong costs a few of these lines).
-        header = self._tx.header
-        if not self._closed and not header[READER_CLOSED_SLOT]:
+        # The common case without the general loop: it all fits now (what each message of a ping-pong takes).
+        if not self._closed and not self._tx.header[READER_CLOSED_SLOT]:
             sent = self._tx.write(payload)
             if sent:
-                fence()
-                if header[READER_WAITING_SLOT]:
-                    self._bell.ring()
+                self._wake_reader()
                 if sent == len(payload):
                     return
                 payload = memoryview(payload)[sent:]
@@ -179,9 +176,7 @@ class Channel:
                 raise PeerClosed("the peer closed the channel")
             n = tx.write(data)
             if n or not len(data):
-                fence()
-                if tx.reader_waiting:
-                    self._bell.ring()
+                self._wake_reader()
                 return n
             if self._peer_gone:
                 raise PeerClosed("the peer is gone")
@@ -192,6 +187,12 @@ class Channel:
             except PeerClosed:
                 self._peer_gone = True
                 raise
+
+    def _wake_reader(self) -> None:
+        """After a write: ring the peer if it sleeps waiting for data (the barrier first: doorbell.py)."""
+        fence()
+        if self._tx.header[READER_WAITING_SLOT]:
+            self._bell.ring()
 
     def shutdown_write(self) -> None:
         """Half-close: the peer reads what is left, then end of stream; this side can still receive."""
@@ -212,12 +213,10 @@ class Channel:
             if not 0 < nbytes <= len(view):
                 raise ValueError(f"nbytes {nbytes} does not fit the {len(view)}-byte buffer")
             view = memoryview(view)[:nbytes]
-        if not self._closed:  # the common case in one frame: data is there
+        if not self._closed:  # the common case without the general loop: data is there
             n = self._rx.readinto(view)
             if n:
-                fence()
-                if self._rx.header[WRITER_WAITING_SLOT]:
-                    self._bell.ring()
+                self._wake_writer()
                 return n
         return self._recv_into(view, self._deadline())
 
@@ -246,9 +245,7 @@ class Channel:
             closed = rx.writer_closed  # loaded before head, so no data committed before the close is missed
             data = rx.read(n)
             if data:
-                fence()
-                if rx.writer_waiting:
-                    self._bell.ring()
+                self._wake_writer()
                 return data
             if closed or self._peer_gone or n == 0:
                 return b""
@@ -262,13 +259,17 @@ class Channel:
             closed = rx.writer_closed
             n = rx.readinto(buf)
             if n:
-                fence()
-                if rx.writer_waiting:
-                    self._bell.ring()
+                self._wake_writer()
                 return n
             if closed or self._peer_gone or not len(buf):
                 return 0
             self._wait_readable(deadline)
+
+    def _wake_writer(self) -> None:
+        """After a read: ring the peer if it sleeps waiting for space (the barrier first: doorbell.py)."""
+        fence()
+        if self._rx.header[WRITER_WAITING_SLOT]:
+            self._bell.ring()
 
     def _wait_readable(self, deadline: float | None) -> None:
         rx = self._rx

@@ -210,16 +210,7 @@ class Ring:
 
     def spin_writable(self, seconds: float) -> bool:
         """Spin up to `seconds` for free space or the reader's close; whether either came."""
-        counters, full_at = self.header, self._head - self.capacity
-        end = time.monotonic() + seconds
-        while True:
-            for _ in range(_SPIN_CHECKS):
-                if counters[TAIL_SLOT] != full_at:
-                    return True
-            if counters[READER_CLOSED_SLOT]:
-                return True
-            if time.monotonic() >= end:
-                return False
+        return self._spin_until_moved(TAIL_SLOT, self._head - self.capacity, READER_CLOSED_SLOT, seconds)
 
     def shutdown_write(self) -> None:
         """Tell the reader no more data will come; it sees end-of-stream once the ring is drained."""
@@ -306,13 +297,18 @@ class Ring:
 
     def spin_readable(self, seconds: float) -> bool:
         """Spin up to `seconds` for data or the writer's close; whether either came."""
-        counters, tail = self.header, self._tail
+        return self._spin_until_moved(HEAD_SLOT, self._tail, WRITER_CLOSED_SLOT, seconds)
+
+    def _spin_until_moved(self, slot: int, value: int, closed_slot: int, seconds: float) -> bool:
+        """Spin up to `seconds` until the peer's counter in `slot` is no longer `value` or its `closed_slot`
+        flag is set; whether either happened."""
+        counters = self.header
         end = time.monotonic() + seconds
         while True:
             for _ in range(_SPIN_CHECKS):
-                if counters[HEAD_SLOT] != tail:
+                if counters[slot] != value:
                     return True
-            if counters[WRITER_CLOSED_SLOT]:
+            if counters[closed_slot]:
                 return True
             if time.monotonic() >= end:
                 return False
