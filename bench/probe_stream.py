@@ -107,7 +107,7 @@ def _fill(stream: Stream, view: memoryview) -> bool:
     """Read exactly len(view) bytes into view; False when the stream ends before the first."""
     got = 0
     while got < len(view):
-        n = stream.recv_into(view[got:])
+        n = stream.recv_into(view[got:] if got else view)  # no slice for the common one-piece message
         if not n:
             if got:
                 raise EOFError(f"the stream ended {got} bytes into a {len(view)}-byte message")

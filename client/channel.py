@@ -30,6 +30,10 @@ _SMALL_MESSAGE = 4096
 _RECV_PIECE = 1 << 20
 
 SHM, GRAFTED, TCP = "shm", "grafted", "tcp"
+# The calls a Channel passes on to its stream unchanged; each instance binds them to the stream's own methods,
+# so the wrapper costs nothing per message (the methods of the class document them and type them).
+_PASSED_ON = ("send", "sendall", "send_msg", "recv", "recv_into", "recv_msg")
+_SOCKET_CALLS = ("send", "sendall", "recv", "recv_into")  # those of them a socket has as they are
 
 
 class _Stream(Protocol):
@@ -60,6 +64,8 @@ class Channel:
         self._stream = stream
         self.path = path
         self.peer = peer
+        for name in _PASSED_ON:
+            setattr(self, name, getattr(stream, name))
 
     @classmethod
     def connect(cls, address: tuple[str, int], ring_size: int = DEFAULT_RING,
@@ -275,6 +281,8 @@ class _SocketStream:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        for name in _SOCKET_CALLS:  # the socket's own methods, bound: no frame of ours per message
+            setattr(self, name, getattr(sock, name))
 
     @property
     def timeout(self) -> float | None:

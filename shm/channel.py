@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING
 
 from freeflow.shm.doorbell import DEFAULT_SPIN, Doorbell, Waiter, fence
 from freeflow.shm.errors import EndOfChannel, PeerClosed, RingCorrupted, WaitTimeout
-from freeflow.shm.ring import READER_CLOSED_SLOT, READER_WAITING_SLOT, WRITER_WAITING_SLOT, ByteBuffer, Ring
+from freeflow.shm.ring import (
+    HEAD_SLOT,
+    READER_CLOSED_SLOT,
+    READER_WAITING_SLOT,
+    TAIL_SLOT,
+    WRITER_CLOSED_SLOT,
+    WRITER_WAITING_SLOT,
+    ByteBuffer,
+    Ring,
+)
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -135,12 +144,15 @@ class Channel:
 
     def sendall(self, data: ReadableBuffer) -> None:
         """Write all of `data`, waiting for space as needed."""
-        payload = _byte_buffer(data)
-        # The common case without the general loop: it all fits now (what each message of a ping-pong takes).
-        if not self._closed and not self._tx.header[READER_CLOSED_SLOT]:
-            sent = self._tx.write(payload)
+        payload = data if type(data) is bytes else _byte_buffer(data)
+        tx = self._tx
+        # The common case in this one frame: it all fits now (what each message of a ping-pong takes).
+        if not self._closed and not tx.header[READER_CLOSED_SLOT]:
+            sent = tx.write(payload)
             if sent:
-                self._wake_reader()
+                fence()  # then ring a sleeping reader: _wake_reader(), inlined
+                if tx.header[READER_WAITING_SLOT]:
+                    self._bell.ring()
                 if sent == len(payload):
                     return
                 payload = memoryview(payload)[sent:]
@@ -172,7 +184,7 @@ class Channel:
         while True:
             if self._closed:
                 raise ValueError("send on a closed channel")
-            if tx.reader_closed:
+            if tx.header[READER_CLOSED_SLOT]:
                 raise PeerClosed("the peer closed the channel")
             n = tx.write(data)
             if n or not len(data):
@@ -181,8 +193,9 @@ class Channel:
             if self._peer_gone:
                 raise PeerClosed("the peer is gone")
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                if not self._waiter.wait(tx.can_write, tx.announce_writer, remaining, tx.spin_writable):
+            try:  # until the reader frees space (the tail moves off "full") or closes
+                if not self._waiter.wait(tx.header, TAIL_SLOT, tx.head - tx.capacity, READER_CLOSED_SLOT,
+                                         WRITER_WAITING_SLOT, remaining):
                     raise WaitTimeout(f"no space in the channel for {self.timeout} s")
             except PeerClosed:
                 self._peer_gone = True
@@ -204,21 +217,42 @@ class Channel:
 
     def recv(self, n: int) -> bytes:
         """Up to `n` bytes once some are there; b"" after the peer closed (or died) and all was read."""
-        return self._recv(n, self._deadline())
+        if self._closed:
+            raise ValueError("recv on a closed channel")
+        rx = self._rx
+        data = rx.read(n)
+        if not data and n:
+            deadline = self._deadline()
+            while not data:
+                ended = self._await_data(deadline)
+                data = rx.read(n)
+                if not data and ended:
+                    return b""
+        self._wake_writer()
+        return data
 
     def recv_into(self, buf: WriteableBuffer, nbytes: int = 0) -> int:
         """Like recv(), into `buf` (its first `nbytes` bytes if given); 0 at end of stream."""
-        view = _byte_buffer(buf)
+        view = buf if type(buf) is bytearray else _byte_buffer(buf)
         if nbytes:
             if not 0 < nbytes <= len(view):
                 raise ValueError(f"nbytes {nbytes} does not fit the {len(view)}-byte buffer")
             view = memoryview(view)[:nbytes]
-        if not self._closed:  # the common case without the general loop: data is there
-            n = self._rx.readinto(view)
-            if n:
-                self._wake_writer()
-                return n
-        return self._recv_into(view, self._deadline())
+        if self._closed:
+            raise ValueError("recv on a closed channel")
+        rx = self._rx
+        n = rx.readinto(view)
+        if not n and len(view):
+            deadline = self._deadline()
+            while not n:
+                ended = self._await_data(deadline)
+                n = rx.readinto(view)
+                if not n and ended:
+                    return 0
+        fence()  # then ring a writer sleeping for space: _wake_writer(), inlined
+        if rx.header[WRITER_WAITING_SLOT]:
+            self._bell.ring()
+        return n
 
     def recv_msg(self) -> bytes:
         """The next message of send_msg(); raises EndOfChannel when the stream ends instead."""
@@ -229,56 +263,39 @@ class Channel:
     def _recv_exactly(self, n: int, deadline: float | None, where: str) -> bytes:
         pieces = []
         got = 0
+        rx = self._rx
         while got < n:
-            piece = self._recv(n - got, deadline)
-            if not piece:
+            if self._closed:
+                raise ValueError("recv on a closed channel")
+            piece = rx.read(n - got)
+            if piece:
+                self._wake_writer()
+                pieces.append(piece)
+                got += len(piece)
+            elif self._await_data(deadline) and not rx.readable():
                 raise EndOfChannel(f"the peer closed the channel {where} (got {got} of {n} bytes)")
-            pieces.append(piece)
-            got += len(piece)
         return b"".join(pieces)
 
-    def _recv(self, n: int, deadline: float | None) -> bytes:
+    def _await_data(self, deadline: float | None) -> bool:
+        """Wait for data after a read found none; whether the stream may have ended (the writer closed or
+        died). The closed flag is loaded before the caller reads again, so no data written before the close
+        is missed: a read that then finds nothing has reached the end."""
         rx = self._rx
-        while True:
-            if self._closed:
-                raise ValueError("recv on a closed channel")
-            closed = rx.writer_closed  # loaded before head, so no data committed before the close is missed
-            data = rx.read(n)
-            if data:
-                self._wake_writer()
-                return data
-            if closed or self._peer_gone or n == 0:
-                return b""
-            self._wait_readable(deadline)
-
-    def _recv_into(self, buf: ByteBuffer, deadline: float | None) -> int:
-        rx = self._rx
-        while True:
-            if self._closed:
-                raise ValueError("recv on a closed channel")
-            closed = rx.writer_closed
-            n = rx.readinto(buf)
-            if n:
-                self._wake_writer()
-                return n
-            if closed or self._peer_gone or not len(buf):
-                return 0
-            self._wait_readable(deadline)
+        if not self._peer_gone:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:  # until the writer moves the head or closes
+                if not self._waiter.wait(rx.header, HEAD_SLOT, rx.tail, WRITER_CLOSED_SLOT, READER_WAITING_SLOT,
+                                         remaining):
+                    raise WaitTimeout(f"no data in the channel for {self.timeout} s")
+            except PeerClosed:
+                self._peer_gone = True
+        return self._peer_gone or rx.header[WRITER_CLOSED_SLOT] != 0
 
     def _wake_writer(self) -> None:
         """After a read: ring the peer if it sleeps waiting for space (the barrier first: doorbell.py)."""
         fence()
         if self._rx.header[WRITER_WAITING_SLOT]:
             self._bell.ring()
-
-    def _wait_readable(self, deadline: float | None) -> None:
-        rx = self._rx
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            if not self._waiter.wait(rx.can_read, rx.announce_reader, remaining, rx.spin_readable):
-                raise WaitTimeout(f"no data in the channel for {self.timeout} s")
-        except PeerClosed:
-            self._peer_gone = True
 
     # Lifetime.
 

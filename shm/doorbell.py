@@ -25,13 +25,13 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
 
 from freeflow.shm.errors import PeerClosed, ShmError
 
 DEFAULT_SPIN = 50e-6  # seconds; a wake-up from sleep costs ~25 µs here, so spinning longer rarely pays
 _RING_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 _PENDING_RINGS = 4096  # bytes of rings taken at once
+_SPIN_CHECKS = 64  # loads of the watched counter between two looks at the clock while spinning
 
 _fence_lock = threading.Lock()
 _acquire, _release = _fence_lock.acquire, _fence_lock.release
@@ -131,50 +131,47 @@ class Doorbell:
 
 
 class Waiter:
-    """Waits for a condition on shared memory, for one side of a channel; `spin` is settable (0: never spin)."""
+    """Waits for the peer to move a counter in the shared header, for one side of a channel; `spin` is settable
+    (0: never spin)."""
 
     def __init__(self, bell: Doorbell, spin: float = DEFAULT_SPIN) -> None:
         self.bell = bell
         self.spin = spin
 
-    def wait(self, ready: Callable[[], bool], announce: Callable[[bool], None], timeout: float | None,
-             spinner: Callable[[float], bool] | None = None) -> bool:
-        """Wait until ready() may have become true (True), or `timeout` seconds (None: no limit) passed (False).
+    def wait(self, words: memoryview, slot: int, value: int, closed_slot: int, sleeping_slot: int,
+             timeout: float | None) -> bool:
+        """Wait until `words[slot]` is no longer `value` or `words[closed_slot]` is set (True), or `timeout`
+        seconds (None: no limit) passed (False).
 
-        Call it when ready() is false, and check again after: a stale ring can end a wait early.
-        `announce(True)` sets this side's sleeping flag in the shared header, `announce(False)` clears it;
-        the peer rings after a change if it finds the flag set. `spinner(seconds)`, if given, spins for up to
-        `seconds` and returns whether ready() became true (a ring's spin_readable, which watches the shared
-        counter itself: tighter than calling ready() in a loop). Raises PeerClosed when the peer's end of the
-        doorbell is closed and the condition is still false.
+        `words` is a ring's header as 8-byte slots; `sleeping_slot` is this side's sleeping flag in it, set
+        while asleep (the peer rings after a change when it finds the flag set). Call it when the condition is
+        false, and check again after: a stale ring can end a wait early. Raises PeerClosed when the peer's
+        end of the doorbell is closed and the condition is still false.
         """
         if self.spin > 0:
-            if (spinner or _spinning_on(ready))(self.spin if timeout is None else min(self.spin, timeout)):
-                return True
+            spin = self.spin if timeout is None else min(self.spin, timeout)
+            end = time.monotonic() + spin
+            while True:
+                for _ in range(_SPIN_CHECKS):
+                    if words[slot] != value:
+                        return True
+                if words[closed_slot]:
+                    return True
+                if time.monotonic() >= end:
+                    break
             if timeout is not None:
-                timeout = max(0.0, timeout - self.spin)
-        announce(True)
+                timeout = max(0.0, timeout - spin)
+        words[sleeping_slot] = 1
         fence()
-        if ready():
-            announce(False)
+        if words[slot] != value or words[closed_slot]:
+            words[sleeping_slot] = 0
             return True
         try:
             rung = timeout != 0 and self.bell.sleep(timeout)
         except PeerClosed:
-            announce(False)
-            if ready():
+            words[sleeping_slot] = 0
+            if words[slot] != value or words[closed_slot]:
                 return True
             raise
-        announce(False)
+        words[sleeping_slot] = 0
         return rung
-
-
-def _spinning_on(ready: Callable[[], bool]) -> Callable[[float], bool]:
-    """A spinner that calls ready() until it is true or the time is up."""
-    def spin(seconds: float) -> bool:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            if ready():
-                return True
-        return False
-    return spin

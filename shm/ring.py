@@ -22,11 +22,9 @@ under our mapping (which would be SIGBUS).
 from __future__ import annotations
 
 import fcntl
-import functools
 import mmap
 import os
 import platform
-import time
 from typing import TYPE_CHECKING, TypeAlias
 
 from freeflow.shm.errors import RingCorrupted, ShmError, UnsupportedPlatform
@@ -45,7 +43,6 @@ WRITER_CLOSED_SLOT, READER_CLOSED_SLOT = 24, 32
 READER_WAITING_SLOT, WRITER_WAITING_SLOT = 40, 48
 
 _SUPPORTED_MACHINES = ("x86_64", "AMD64")
-_SPIN_CHECKS = 64  # loads of the peer's counter between two looks at the clock while spinning
 
 # What write() copies as is: buffers of bytes whose len() is their size.
 ByteBuffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
@@ -63,25 +60,24 @@ def check_platform() -> None:
 
 
 class Ring:
-    """One direction of bytes between two processes; make it with create() or attach()."""
+    """One direction of bytes between two processes; make it with create() or attach().
+
+    `head` and `tail` are this side's own copies of the counters (the writer's head, the reader's tail are
+    current; read them, never set them). `header` is the shared header as 8-byte slots (the *_SLOT constants).
+    """
 
     def __init__(self, mapping: mmap.mmap, capacity: int) -> None:
         self.capacity = capacity
         self._mask = capacity - 1
         self._mapping = mapping
         view = memoryview(mapping)
-        # The shared header as 8-byte slots (the *_SLOT constants): the channel reads the flags in it directly.
         self.header = view[:HEADER_SIZE].cast("Q")
         self._data = view[HEADER_SIZE:HEADER_SIZE + capacity]
         view.release()
-        self._head = self.header[HEAD_SLOT]
-        self._tail = self.header[TAIL_SLOT]
+        self.head = self.header[HEAD_SLOT]
+        self.tail = self.header[TAIL_SLOT]
         self._reserved = 0
         self._peeked = 0
-        # announce_reader(sleeping) / announce_writer(sleeping): set or clear that side's sleeping flag (a
-        # C-level callable: it runs on every wait of a channel)
-        self.announce_reader = functools.partial(self.header.__setitem__, READER_WAITING_SLOT)
-        self.announce_writer = functools.partial(self.header.__setitem__, WRITER_WAITING_SLOT)
 
     @classmethod
     def create(cls, capacity: int) -> tuple[Ring, int]:
@@ -152,21 +148,16 @@ class Ring:
 
     def writable(self) -> int:
         """Free bytes, possibly in two pieces."""
-        used = self._head - self.header[TAIL_SLOT]
+        used = self.head - self.header[TAIL_SLOT]
         if not 0 <= used <= self.capacity:
             self._corrupted()
         return self.capacity - used
-
-    def can_write(self) -> bool:
-        """Whether a write would take something now, or the reader has closed (cheap: nothing validated)."""
-        counters = self.header
-        return counters[TAIL_SLOT] != self._head - self.capacity or counters[READER_CLOSED_SLOT] != 0
 
     def reserve(self, n: int) -> memoryview:
         """Up to `n` contiguous free bytes to fill in place; fewer when full or at the wrap-around."""
         if n < 0:
             raise ValueError("reserve() needs a size >= 0")
-        head = self._head
+        head = self.head
         used = head - self.header[TAIL_SLOT]
         if not 0 <= used <= self.capacity:
             self._corrupted()
@@ -180,12 +171,12 @@ class Ring:
         if not 0 <= n <= self._reserved:
             raise ValueError(f"commit({n}) exceeds the {self._reserved} bytes reserved")
         self._reserved -= n
-        self._head += n
-        self.header[HEAD_SLOT] = self._head
+        self.head += n
+        self.header[HEAD_SLOT] = self.head
 
     def write(self, data: ByteBuffer) -> int:
         """Copy as much of `data` as fits (across the wrap-around) and publish it; return the count."""
-        head = self._head
+        head = self.head
         cap = self.capacity
         free = cap - head + self.header[TAIL_SLOT]
         if not 0 <= free <= cap:
@@ -204,13 +195,9 @@ class Ring:
                 self._data[pos:] = src[:first]
                 self._data[:n - first] = src[first:n]
         self._reserved = 0
-        self._head = head + n
+        self.head = head + n
         self.header[HEAD_SLOT] = head + n
         return n
-
-    def spin_writable(self, seconds: float) -> bool:
-        """Spin up to `seconds` for free space or the reader's close; whether either came."""
-        return self._spin_until_moved(TAIL_SLOT, self._head - self.capacity, READER_CLOSED_SLOT, seconds)
 
     def shutdown_write(self) -> None:
         """Tell the reader no more data will come; it sees end-of-stream once the ring is drained."""
@@ -220,19 +207,14 @@ class Ring:
 
     def readable(self) -> int:
         """Bytes waiting to be read, possibly in two pieces."""
-        avail = self.header[HEAD_SLOT] - self._tail
+        avail = self.header[HEAD_SLOT] - self.tail
         if not 0 <= avail <= self.capacity:
             self._corrupted()
         return avail
 
-    def can_read(self) -> bool:
-        """Whether a read would return something now, or the writer has closed (cheap: nothing validated)."""
-        counters = self.header
-        return counters[HEAD_SLOT] != self._tail or counters[WRITER_CLOSED_SLOT] != 0
-
     def peek(self) -> memoryview:
         """The readable bytes that are contiguous in the ring (up to the wrap-around), without consuming."""
-        tail = self._tail
+        tail = self.tail
         avail = self.header[HEAD_SLOT] - tail
         if not 0 <= avail <= self.capacity:
             self._corrupted()
@@ -246,14 +228,14 @@ class Ring:
         if not 0 <= n <= self._peeked:
             raise ValueError(f"release({n}) exceeds the {self._peeked} bytes peeked")
         self._peeked -= n
-        self._tail += n
-        self.header[TAIL_SLOT] = self._tail
+        self.tail += n
+        self.header[TAIL_SLOT] = self.tail
 
     def read(self, n: int) -> bytes:
         """Up to `n` readable bytes, consumed (b"" when the ring is empty)."""
         if n < 0:
             raise ValueError("read() needs a size >= 0")
-        tail = self._tail
+        tail = self.tail
         cap = self.capacity
         avail = self.header[HEAD_SLOT] - tail
         if not 0 <= avail <= cap:
@@ -266,13 +248,13 @@ class Ring:
         data = self._data
         out = data[pos:end].tobytes() if end <= cap else b"".join((data[pos:], data[:end - cap]))
         self._peeked = 0
-        self._tail = tail + n
+        self.tail = tail + n
         self.header[TAIL_SLOT] = tail + n
         return out
 
     def readinto(self, buf: WriteableBuffer) -> int:
         """Copy readable bytes into `buf`, consume them and return the count (0 when the ring is empty)."""
-        tail = self._tail
+        tail = self.tail
         cap = self.capacity
         avail = self.header[HEAD_SLOT] - tail
         if not 0 <= avail <= cap:
@@ -291,27 +273,9 @@ class Ring:
             dst[:cap - pos] = self._data[pos:]
             dst[cap - pos:n] = self._data[:end - cap]
         self._peeked = 0
-        self._tail = tail + n
+        self.tail = tail + n
         self.header[TAIL_SLOT] = tail + n
         return n
-
-    def spin_readable(self, seconds: float) -> bool:
-        """Spin up to `seconds` for data or the writer's close; whether either came."""
-        return self._spin_until_moved(HEAD_SLOT, self._tail, WRITER_CLOSED_SLOT, seconds)
-
-    def _spin_until_moved(self, slot: int, value: int, closed_slot: int, seconds: float) -> bool:
-        """Spin up to `seconds` until the peer's counter in `slot` is no longer `value` or its `closed_slot`
-        flag is set; whether either happened."""
-        counters = self.header
-        end = time.monotonic() + seconds
-        while True:
-            for _ in range(_SPIN_CHECKS):
-                if counters[slot] != value:
-                    return True
-            if counters[closed_slot]:
-                return True
-            if time.monotonic() >= end:
-                return False
 
     def shutdown_read(self) -> None:
         """Tell the writer nothing more will be read; its further writes are refused by the channel."""
@@ -359,4 +323,4 @@ class Ring:
     def _corrupted(self) -> None:
         head, tail = self.header[HEAD_SLOT], self.header[TAIL_SLOT]
         raise RingCorrupted(f"ring indices out of range: head {head}, tail {tail}, capacity {self.capacity} "
-                            f"(local head {self._head}, tail {self._tail})")
+                            f"(local head {self.head}, tail {self.tail})")

@@ -12,22 +12,32 @@ import pytest
 
 from freeflow.shm import Doorbell, PeerClosed, ShmError, Waiter, fence
 
+COUNTER, CLOSED, SLEEPING = 0, 8, 16  # slots on cache lines of their own, as in a ring's header
+
 
 class Flags:
-    """A condition and a sleeping flag, standing in for a ring's header."""
+    """A counter, a closed flag and a sleeping flag in 8-byte slots, standing in for a ring's header."""
 
     def __init__(self) -> None:
-        self.ready = False
-        self.sleeping = False
+        self.words = memoryview(bytearray(8 * 24)).cast("Q")
 
-    def announce(self, sleeping: bool) -> None:
-        self.sleeping = sleeping
+    @property
+    def ready(self) -> bool:
+        return self.words[COUNTER] != 0
+
+    @property
+    def sleeping(self) -> bool:
+        return self.words[SLEEPING] != 0
+
+    def wait(self, waiter: Waiter, timeout: float | None) -> bool:
+        """Wait for the counter to move off 0 or the closed flag."""
+        return waiter.wait(self.words, COUNTER, 0, CLOSED, SLEEPING, timeout)
 
     def set_and_ring(self, bell: Doorbell) -> None:
         """What the peer does: publish, barrier, ring only if the waiter announced it sleeps."""
-        self.ready = True
+        self.words[COUNTER] = 1
         fence()
-        if self.sleeping:
+        if self.words[SLEEPING]:
             bell.ring()
 
 
@@ -42,7 +52,20 @@ def bells() -> Iterator[tuple[Doorbell, Doorbell]]:
 
 def test_ready_while_spinning_returns_without_sleeping(bells: tuple[Doorbell, Doorbell]) -> None:
     mine, _ = bells
-    assert Waiter(mine).wait(lambda: True, lambda sleeping: None, timeout=None)
+    flags = Flags()
+    flags.words[COUNTER] = 1
+    assert flags.wait(Waiter(mine), timeout=None)
+    assert not flags.sleeping
+
+
+@pytest.mark.parametrize("spin", [0.0, 0.5])
+def test_the_closed_flag_ends_a_wait(bells: tuple[Doorbell, Doorbell], spin: float) -> None:
+    mine, _ = bells
+    flags = Flags()
+    flags.words[CLOSED] = 1
+    start = time.monotonic()
+    assert flags.wait(Waiter(mine, spin=spin), timeout=5)
+    assert time.monotonic() - start < 0.4
 
 
 @pytest.mark.parametrize("spin", [0.0, 50e-6, 0.5])
@@ -50,7 +73,7 @@ def test_a_wait_times_out(bells: tuple[Doorbell, Doorbell], spin: float) -> None
     mine, _ = bells
     flags = Flags()
     start = time.monotonic()
-    assert not Waiter(mine, spin=spin).wait(lambda: flags.ready, flags.announce, timeout=0.05)
+    assert not flags.wait(Waiter(mine, spin=spin), timeout=0.05)
     assert 0.05 <= time.monotonic() - start < 1.0
     assert not flags.sleeping
 
@@ -62,7 +85,7 @@ def test_a_change_from_another_thread_ends_the_wait(bells: tuple[Doorbell, Doorb
     timer = threading.Timer(0.05, flags.set_and_ring, (theirs,))
     timer.start()
     start = time.monotonic()
-    assert Waiter(mine, spin=spin).wait(lambda: flags.ready, flags.announce, timeout=5)
+    assert flags.wait(Waiter(mine, spin=spin), timeout=5)
     assert flags.ready
     assert time.monotonic() - start < 1.5
     timer.join()
@@ -78,22 +101,30 @@ def test_sleep_mode_loses_no_wake_up(bells: tuple[Doorbell, Doorbell]) -> None:
         thread.start()
         deadline = time.monotonic() + 5
         while not flags.ready:  # a stale ring of the round before may end a wait early
-            assert waiter.wait(lambda flags=flags: flags.ready, flags.announce, deadline - time.monotonic())
+            assert flags.wait(waiter, deadline - time.monotonic())
         thread.join()
 
 
 def test_a_closed_other_end_ends_a_wait_without_timeout(bells: tuple[Doorbell, Doorbell]) -> None:
     mine, theirs = bells
     threading.Timer(0.05, theirs.close).start()
+    flags = Flags()
     with pytest.raises(PeerClosed):
-        Waiter(mine, spin=0).wait(lambda: False, lambda sleeping: None, timeout=None)
+        flags.wait(Waiter(mine, spin=0), timeout=None)
+    assert not flags.sleeping
 
 
-def test_a_closed_other_end_still_reports_a_ready_condition(bells: tuple[Doorbell, Doorbell]) -> None:
+def test_a_change_the_peer_made_before_closing_its_end_is_still_seen(bells: tuple[Doorbell, Doorbell]) -> None:
+    """A peer that publishes its last data and exits without ringing: the wait ends with the change, not EOF."""
     mine, theirs = bells
-    theirs.close()
-    answers = iter([False, True])
-    assert Waiter(mine, spin=0).wait(lambda: next(answers), lambda s: None, timeout=1)
+    flags = Flags()
+
+    def publish_and_leave() -> None:
+        flags.words[COUNTER] = 1
+        theirs.close()
+
+    threading.Timer(0.05, publish_and_leave).start()
+    assert flags.wait(Waiter(mine, spin=0), timeout=5)
 
 
 def test_a_dead_peer_process_ends_a_wait() -> None:
@@ -105,7 +136,7 @@ def test_a_dead_peer_process_ends_a_wait() -> None:
     theirs.close()
     os.waitpid(child, 0)
     with pytest.raises(PeerClosed):
-        Waiter(mine, spin=0).wait(lambda: False, lambda sleeping: None, timeout=5)
+        Flags().wait(Waiter(mine, spin=0), timeout=5)
     mine.close()
 
 
