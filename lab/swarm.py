@@ -26,9 +26,19 @@ def join(worker: Host, manager: Host, token: str) -> None:
 
 
 def nodes(manager: Host) -> dict[str, str]:
-    """Each node's hostname and status (ready, down, ...), as the manager sees them."""
-    lines = docker(manager, "node", "ls", "--format", "{{.Hostname}} {{.Status}}", timeout=20).splitlines()
-    return {name: status.lower() for name, status in (line.split() for line in lines)}
+    """Each node's hostname and status (ready, down, ...), as the manager sees them; a node that has just
+    joined and not yet described itself (no hostname yet) is left out until it has."""
+    return parse_nodes(docker(manager, "node", "ls", "--format", "{{.Hostname}}\t{{.Status}}", timeout=20))
+
+
+def parse_nodes(listing: str) -> dict[str, str]:
+    """`docker node ls --format '{{.Hostname}}\\t{{.Status}}'` as {hostname: lower-case status}."""
+    seen = {}
+    for line in listing.splitlines():
+        name, _, status = line.partition("\t")
+        if name.strip():
+            seen[name.strip()] = status.strip().lower()
+    return seen
 
 
 def wait_ready(manager: Host, hosts: list[Host], timeout: float = 60) -> None:
