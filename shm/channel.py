@@ -217,19 +217,7 @@ class Channel:
 
     def recv(self, n: int) -> bytes:
         """Up to `n` bytes once some are there; b"" after the peer closed (or died) and all was read."""
-        if self._closed:
-            raise ValueError("recv on a closed channel")
-        rx = self._rx
-        data = rx.read(n)
-        if not data and n:
-            deadline = self._deadline()
-            while not data:
-                ended = self._await_data(deadline)
-                data = rx.read(n)
-                if not data and ended:
-                    return b""
-        self._wake_writer()
-        return data
+        return self._recv(n, self._deadline())
 
     def recv_into(self, buf: WriteableBuffer, nbytes: int = 0) -> int:
         """Like recv(), into `buf` (its first `nbytes` bytes if given); 0 at end of stream."""
@@ -263,18 +251,27 @@ class Channel:
     def _recv_exactly(self, n: int, deadline: float | None, where: str) -> bytes:
         pieces = []
         got = 0
-        rx = self._rx
         while got < n:
-            if self._closed:
-                raise ValueError("recv on a closed channel")
-            piece = rx.read(n - got)
-            if piece:
-                self._wake_writer()
-                pieces.append(piece)
-                got += len(piece)
-            elif self._await_data(deadline) and not rx.readable():
+            piece = self._recv(n - got, deadline)
+            if not piece:
                 raise EndOfChannel(f"the peer closed the channel {where} (got {got} of {n} bytes)")
+            pieces.append(piece)
+            got += len(piece)
         return b"".join(pieces)
+
+    def _recv(self, n: int, deadline: float | None) -> bytes:
+        """recv() with the deadline of the whole call (recv_msg() spends one on several reads)."""
+        if self._closed:
+            raise ValueError("recv on a closed channel")
+        rx = self._rx
+        data = rx.read(n)
+        while not data and n:
+            ended = self._await_data(deadline)
+            data = rx.read(n)
+            if not data and ended:
+                return b""
+        self._wake_writer()
+        return data
 
     def _await_data(self, deadline: float | None) -> bool:
         """Wait for data after a read found none; whether the stream may have ended (the writer closed or
