@@ -71,9 +71,20 @@ class Namespace:
         return json.loads(out.splitlines()[-1])
 
 
+def _output(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """What an exited process printed after its first line, read through the same buffered pipes as that line.
+
+    Not communicate(): it reads the raw descriptors, so lines that the first readline() took into the pipe's
+    buffer along with the first one would be lost (a busy machine prints them before the test reads).
+    """
+    process.wait(timeout=HANG)  # the peers print a few short lines: no pipe fills up before they exit
+    assert process.stdout is not None and process.stderr is not None
+    return process.stdout.read(), process.stderr.read()
+
+
 def finish(process: subprocess.Popen[str]) -> list[dict]:
     """The JSON lines a peer printed, once it exited by itself."""
-    out, err = process.communicate(timeout=HANG)
+    out, err = _output(process)
     assert process.returncode == 0, err
     return [json.loads(line) for line in out.splitlines()]
 
@@ -81,7 +92,7 @@ def finish(process: subprocess.Popen[str]) -> list[dict]:
 def stop(process: subprocess.Popen[str]) -> list[dict]:
     """Stop the stand-in router; the events it printed."""
     process.kill()
-    out, _ = process.communicate(timeout=HANG)
+    out, _ = _output(process)
     return [json.loads(line) for line in out.splitlines()]
 
 
