@@ -229,14 +229,17 @@ class Channel:
         if self._closed:
             raise ValueError("recv on a closed channel")
         rx = self._rx
-        n = rx.readinto(view)
-        if not n and len(view):
+        if rx.header[HEAD_SLOT] == rx.tail and len(view):  # empty: wait first (no read that finds nothing)
             deadline = self._deadline()
-            while not n:
+            while True:
                 ended = self._await_data(deadline)
                 n = rx.readinto(view)
-                if not n and ended:
+                if n:
+                    break
+                if ended:
                     return 0
+        else:
+            n = rx.readinto(view)
         fence()  # then ring a writer sleeping for space: _wake_writer(), inlined
         if rx.header[WRITER_WAITING_SLOT]:
             self._bell.ring()

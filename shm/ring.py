@@ -259,7 +259,8 @@ class Ring:
         avail = self.header[HEAD_SLOT] - tail
         if not 0 <= avail <= cap:
             self._corrupted()
-        dst = buf if type(buf) is memoryview else memoryview(buf)
+        # A bytearray or a memoryview takes a slice assignment as it is (an equal-size one never resizes).
+        dst = buf if type(buf) is memoryview or type(buf) is bytearray else memoryview(buf)
         n = len(dst)
         if n > avail:
             if not avail:
