@@ -31,14 +31,16 @@ class Orchestrator:
         self.start()
 
     def start(self) -> None:
-        self.server = make_server("127.0.0.1", self.port, create_app(SqliteDirectory(), TOKEN, lease_ttl=30),
-                                  threaded=True)
+        self.app = create_app(SqliteDirectory(), TOKEN, lease_ttl=30)
+        self.server = make_server("127.0.0.1", self.port, self.app, threaded=True)
         self.port = self.server.server_port
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
+        """Stop serving, and end the app's lease-expiry thread (which would log about its hosts later on)."""
         self.server.shutdown()
         self.server.server_close()
+        self.app.extensions["freeflow.stop_expiry"].set()
 
 
 @pytest.fixture
