@@ -13,10 +13,11 @@ ends its non-temporal copy loops with sfence, and string stores are not reordere
 The only store-then-load pattern (the sleeping flags) needs a full barrier: see doorbell.fence().
 
 Data arguments are buffers of bytes (bytes, bytearray, mmap, memoryview of format "B"); the channel
-casts anything else. Each side either writes or reads and keeps its own counter locally; a counter read
-from the peer is validated before use, so a peer writing garbage raises RingCorrupted, never an
-out-of-bounds access. The memfd is sealed against shrinking and growing, so the peer cannot truncate it
-under our mapping (which would be SIGBUS).
+casts anything else. Each side either writes or reads and keeps its own counter locally; write() also keeps
+the tail it last read and reads the shared one again only when the space it saw free is used up, so a
+message that fits loads no line the reader writes. A counter read from the peer is validated before use,
+so a peer writing garbage raises RingCorrupted, never an out-of-bounds access. The memfd is sealed against
+shrinking and growing, so the peer cannot truncate it under our mapping (which would be SIGBUS).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Ring:
         view.release()
         self.head = self.header[HEAD_SLOT]
         self.tail = self.header[TAIL_SLOT]
+        self._seen_tail = self.tail  # the writer's last look at the reader's tail: re-read only when short of space
         self._reserved = 0
         self._peeked = 0
 
@@ -178,14 +180,17 @@ class Ring:
         """Copy as much of `data` as fits (across the wrap-around) and publish it; return the count."""
         head = self.head
         cap = self.capacity
-        free = cap - head + self.header[TAIL_SLOT]
-        if not 0 <= free <= cap:
-            self._corrupted()
         n = len(data)
         pos = head & self._mask
-        if n <= free and pos + n <= cap:
+        # The space last seen free is still free (only the writer fills it): the common case reads no shared
+        # counter, so the reader's tail stays in the reader's cache.
+        if n <= cap - head + self._seen_tail and pos + n <= cap:
             self._data[pos:pos + n] = data
         else:
+            self._seen_tail = tail = self.header[TAIL_SLOT]
+            free = cap - head + tail
+            if not 0 <= free <= cap:
+                self._corrupted()
             n = min(n, free)
             first = cap - pos
             src = memoryview(data)
