@@ -264,8 +264,9 @@ class Ring:
         avail = self.header[HEAD_SLOT] - tail
         if not 0 <= avail <= cap:
             self._corrupted()
-        # A bytearray or a memoryview takes a slice assignment as it is (an equal-size one never resizes).
-        dst = buf if type(buf) is memoryview or type(buf) is bytearray else memoryview(buf)
+        # Into a view even of a bytearray: a bytearray copies a source that is not a bytearray before it takes
+        # a slice assignment (64 KiB: 2.8 µs instead of 1.6 µs here).
+        dst = buf if type(buf) is memoryview else memoryview(buf)
         n = len(dst)
         if n > avail:
             if not avail:
