@@ -76,6 +76,7 @@ class Doorbell:
             raise ShmError(f"a doorbell is a unix stream socket, not {family!r} {kind!r}")
         sock.setblocking(True)
         self._sock = sock
+        self._rings = bytearray(_PENDING_RINGS)  # what sleep() and drain() receive into (no new bytes per wake-up)
         self._poll: select.poll | None = None
 
     @classmethod
@@ -106,9 +107,9 @@ class Doorbell:
             if not self._poll.poll(math.ceil(timeout * 1000)):
                 return False
         try:
-            rung = self._sock.recv(_PENDING_RINGS)
+            rung = self._sock.recv_into(self._rings)
         except ConnectionResetError:
-            rung = b""
+            rung = 0
         if not rung:
             raise PeerClosed("the peer is gone: its end of the doorbell is closed")
         return True
@@ -118,7 +119,7 @@ class Doorbell:
         rings shows on the next call: the socket stays readable)."""
         try:
             while True:
-                rung = len(self._sock.recv(_PENDING_RINGS, socket.MSG_DONTWAIT))
+                rung = self._sock.recv_into(self._rings, 0, socket.MSG_DONTWAIT)
                 if not rung:
                     return False
                 if rung < _PENDING_RINGS:  # a short read took everything pending: no second call
