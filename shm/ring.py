@@ -16,7 +16,8 @@ Data arguments are buffers of bytes (bytes, bytearray, mmap, memoryview of forma
 casts anything else. Each side either writes or reads and keeps its own counter locally; write() also keeps
 the tail it last read and reads the shared one again only when the space it saw free is used up, so a
 message that fits loads no line the reader writes. A counter read from the peer is validated before use,
-so a peer writing garbage raises RingCorrupted, never an out-of-bounds access. The memfd is sealed against
+so a peer writing garbage raises RingCorrupted, never an out-of-bounds access (the writer sees a garbage tail
+once it reads the tail again, when the space it last saw free is used up). The memfd is sealed against
 shrinking and growing, so the peer cannot truncate it under our mapping (which would be SIGBUS).
 """
 
@@ -77,7 +78,9 @@ class Ring:
         view.release()
         self.head = self.header[HEAD_SLOT]
         self.tail = self.header[TAIL_SLOT]
-        self._seen_tail = self.tail  # the writer's last look at the reader's tail: re-read only when short of space
+        # The writer's last checked look at the reader's tail, re-read only when short of space: none yet (no
+        # space known free), so the first write reads and checks the shared tail.
+        self._seen_tail = self.head - capacity
         self._reserved = 0
         self._peeked = 0
 
@@ -187,10 +190,11 @@ class Ring:
         if n <= cap - head + self._seen_tail and pos + n <= cap:
             self._data[pos:pos + n] = data
         else:
-            self._seen_tail = tail = self.header[TAIL_SLOT]
+            tail = self.header[TAIL_SLOT]
             free = cap - head + tail
             if not 0 <= free <= cap:
                 self._corrupted()
+            self._seen_tail = tail
             n = min(n, free)
             first = cap - pos
             src = memoryview(data)

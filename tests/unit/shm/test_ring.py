@@ -234,6 +234,29 @@ def test_tail_beyond_head_is_corruption(ring_and_fd: tuple[Ring, int]) -> None:
     mapping.close()
 
 
+def test_a_garbage_tail_is_refused_on_every_write_after(ring_and_fd: tuple[Ring, int]) -> None:
+    ring, fd = ring_and_fd
+    mapping, slots = header(fd)
+    slots[TAIL_SLOT] = 2**50
+    for size in (ring.capacity, 1, ring.capacity // 2):  # the first reads the tail; the next may not, but must
+        with pytest.raises(RingCorrupted):
+            ring.write(bytes(size))
+    slots.release()
+    mapping.close()
+
+
+def test_a_tail_changed_between_attach_and_the_first_write_is_checked() -> None:
+    ring, fd = Ring.create(64)
+    mapping = mmap.mmap(fd, HEADER_SIZE + 64)
+    memoryview(mapping)[:HEADER_SIZE].cast("Q")[TAIL_SLOT] = 2**40
+    late = Ring(mapping, 64)  # what attach() builds once its own checks have passed
+    with pytest.raises(RingCorrupted):
+        late.write(b"x")
+    late.close()
+    ring.close()
+    os.close(fd)
+
+
 def test_head_too_far_ahead_is_corruption(ring_and_fd: tuple[Ring, int]) -> None:
     ring, fd = ring_and_fd
     mapping, slots = header(fd)
