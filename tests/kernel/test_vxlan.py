@@ -42,6 +42,12 @@ def ping(names, source: str, target: str) -> bool:
     return sh(f"ip netns exec {names[source]} ping -c 1 -W 1 {target}").returncode == 0
 
 
+def reaches(names, source: str, target: str) -> bool:
+    """Up to three pings: on a loaded machine the first one's ARP resolution is now and then retried only after
+    a second, past its wait (seen in a CI run)."""
+    return any(ping(names, source, target) for _ in range(3))
+
+
 def test_static_entries_carry_traffic_and_nothing_else_does(two_hosts):
     names = two_hosts
     netlink.ensure_vxlan("ffx-test", 4242, "10.98.7.1", "ff-test", 1450, netns=names["hA"])
@@ -53,7 +59,7 @@ def test_static_entries_carry_traffic_and_nothing_else_does(two_hosts):
     assert netlink.remote_entries("ffx-test", netns=names["hA"]) == {("10.1.0.3", "02:42:0a:01:00:03", "10.98.7.2")}
     # The refused ping left an ARP resolution pending, retried only every second: start it afresh.
     sh(f"ip netns exec {names['cA']} ip neigh flush all")
-    assert ping(names, "cA", "10.1.0.3") and ping(names, "cB", "10.1.0.2")
+    assert reaches(names, "cA", "10.1.0.3") and reaches(names, "cB", "10.1.0.2")
 
     netlink.remove_remote("ffx-test", "10.1.0.3", "02:42:0a:01:00:03", "10.98.7.2", netns=names["hA"])
     netlink.remove_remote("ffx-test", "10.1.0.3", "02:42:0a:01:00:03", "10.98.7.2", netns=names["hA"])  # idempotent
