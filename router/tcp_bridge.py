@@ -40,6 +40,9 @@ class TcpBridge:
         self.sending = True  # container -> socket still open
         self.receiving = True  # socket -> container still open
         self.container_gone = False
+        # Whether the socket may hold bytes: false after a read came back short, true again when the selector
+        # reports it readable (or a quiet interval passed). Saves a failing recv on every step of a ping-pong.
+        self.socket_readable = True
 
     def run(self) -> None:
         selector = selectors.DefaultSelector()
@@ -64,7 +67,15 @@ class TcpBridge:
                     else:
                         selector.modify(self.sock, wanted)
                     watched = wanted
-                rung = any(key.fd == self.bell.fileno() for key, _ in selector.select(IDLE))
+                ready = selector.select(IDLE)
+                rung = False
+                for key, _ in ready:
+                    if key.fd == self.bell.fileno():
+                        rung = True
+                    else:
+                        self.socket_readable = True  # readable or writable: a recv will tell
+                if not ready:
+                    self.socket_readable = True
                 if rung and not self.bell.drain():
                     self._container_died()
                     selector.unregister(self.bell.fileno())
@@ -110,18 +121,23 @@ class TcpBridge:
         if self.tx.reader_closed:
             self._end_receiving()
             return True
+        if not self.socket_readable:
+            return False
         view = self.tx.reserve(CHUNK)
         if not view:
             return False
         try:
             got = self.sock.recv_into(view)
         except BlockingIOError:
+            self.socket_readable = False
             return False
         except OSError:
             got = 0
         if not got:
             self._end_receiving()
             return True
+        if got < len(view):
+            self.socket_readable = False  # it gave all it had
         self.tx.commit(got)
         fence()
         if self.tx.reader_waiting:

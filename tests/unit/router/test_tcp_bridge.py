@@ -82,6 +82,29 @@ def test_a_stream_crosses_both_ways_intact_and_the_bridges_end_with_it(bridged) 
     stream_through(*bridged)
 
 
+def test_small_messages_back_and_forth_all_arrive_in_order(bridged) -> None:
+    """Each message is a short read for the bridge (it then waits for the socket to say it is readable)."""
+    client, server, bridges = bridged
+
+    def echo() -> None:
+        while True:
+            try:
+                server.send_msg(server.recv_msg())
+            except EOFError:
+                server.close()
+                return
+
+    thread = threading.Thread(target=echo)
+    thread.start()
+    for number in range(2000):
+        message = os.urandom(1 + number % 300)
+        client.send_msg(message)
+        assert client.recv_msg() == message
+    client.close()
+    thread.join(30)
+    assert [bridge.wait(10) for bridge in bridges] == [0, 0]
+
+
 def test_a_dead_bridge_is_the_end_of_the_channel_not_a_hang(bridged) -> None:
     client, server, bridges = bridged
     client.send_msg(b"before")
