@@ -15,10 +15,10 @@ The only store-then-load pattern (the sleeping flags) needs a full barrier: see 
 Data arguments are buffers of bytes (bytes, bytearray, mmap, memoryview of format "B"); the channel
 casts anything else. Each side either writes or reads and keeps its own counter locally; write() also keeps
 the tail it last read and reads the shared one again only when the space it saw free is used up, so a
-message that fits loads no line the reader writes. A counter read from the peer is validated before use,
-so a peer writing garbage raises RingCorrupted, never an out-of-bounds access (the writer sees a garbage tail
-once it reads the tail again, when the space it last saw free is used up). The memfd is sealed against
-shrinking and growing, so the peer cannot truncate it under our mapping (which would be SIGBUS).
+message that fits loads no line the reader writes. A counter read from the peer is validated before use
+(a garbage tail, then, at write()'s next read of it), so a peer writing garbage raises RingCorrupted, never
+an out-of-bounds access. The memfd is sealed against shrinking and growing, so the peer cannot truncate it
+under our mapping (which would be SIGBUS).
 """
 
 from __future__ import annotations
