@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from freeflow import logs
 from freeflow.config.settings import SETTINGS, load_settings
 from freeflow.errors import FreeFlowError
 from freeflow.lab.cli import add_lab_parser
 
 
 def _log_setup(level: str) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(level)
 
 
 def _plugin(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """The Flask application of Docker's remote NetworkDriver protocol: parse, call the driver, answer JSON.
 
 Docker sends `POST /<Interface>.<Method>` without a Content-Type and sometimes with an empty body, so
-bodies are decoded here by hand. Failures answer {"Err": message}; unknown methods answer 404.
+bodies are decoded here by hand. Failures answer {"Err": message}; unknown methods answer 404, other paths and
+HTTP methods 404 or 405, bodies over MAX_BODY 413, all in JSON.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
 
 from freeflow.plugin import protocol as p
 from freeflow.plugin.driver import Driver
@@ -20,6 +22,7 @@ from freeflow.plugin.errors import BadRequest, DriverError
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
+MAX_BODY = 4 << 20  # bytes; dockerd's largest calls (CreateNetwork with labels) are a few KiB
 
 
 def _answer(body: dict[str, Any], status: int = 200) -> Response:
@@ -74,7 +77,18 @@ def _handlers(driver: Driver) -> dict[str, Callable[[Any], dict[str, Any]]]:
 def create_app(driver: Driver) -> Flask:
     """The protocol application around `driver`."""
     app = Flask("freeflow.plugin")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     handlers = _handlers(driver)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        """Wrong method, path or size: answered in the protocol's JSON too, never an HTML page."""
+        if exc.code == 413:
+            message = f"the request body is larger than {MAX_BODY} bytes"
+        else:
+            message = f"{request.method} {request.path}: {exc.name} (the protocol is POST /<Interface>.<Method>)"
+        log.warning("refused: %s", message)
+        return _answer({"Err": message}, exc.code or 400)
 
     @app.post("/<method>")
     def call(method: str) -> Response:
@@ -85,6 +99,8 @@ def create_app(driver: Driver) -> Flask:
             body = _body()
             log.debug("%s %s", method, body)
             return _answer(handler(body))
+        except HTTPException:
+            raise  # to http_error()
         except DriverError as exc:
             log.warning("%s refused: %s", method, exc)
             return _answer({"Err": str(exc)}, exc.status)

@@ -33,16 +33,17 @@ OWNED_NAME = re.compile("(" + "|".join(OWNED_PREFIXES) + ")[0-9a-z]{12}")
 DEFAULT_MTU = 1500
 VXLAN_OVERHEAD = 50  # outer Ethernet, IPv4, UDP and VXLAN headers
 MTU_OPTION = "com.docker.network.driver.mtu"
+IPV6_MIN_MTU = 1280
 # A joined endpoint whose sandbox namespace stays missing this long lost its container without a Leave
 # (a crashed host: dockerd does not replay it). Right after Join the namespace may not exist yet.
 STALE_SANDBOX = 30.0
 
 
 def _parse_mtu(value: Any) -> int:
-    try:
-        mtu = int(str(value))
-    except ValueError:
-        raise InvalidOption(f"{MTU_OPTION} must be a whole number of bytes, got {value!r}") from None
+    text = str(value)
+    if type(value) is bool or not (text.isascii() and text.isdigit()):
+        raise InvalidOption(f"{MTU_OPTION} must be a whole number of bytes, got {value!r}")
+    mtu = int(text)
     if not 68 <= mtu <= 65535:
         raise InvalidOption(f"{MTU_OPTION} must be between 68 and 65535, got {mtu}")
     return mtu
@@ -83,8 +84,9 @@ def mac_for(address: str) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-def validate_options(generic: dict[str, Any]) -> dict[str, str]:
-    """The network's `-o` options, checked; an unknown one is refused with the list of accepted ones."""
+def validate_options(generic: dict[str, Any], ipv6: bool = False) -> dict[str, str]:
+    """The network's `-o` options, checked; an unknown one is refused with the list of accepted ones. With
+    `ipv6` (the network has IPv6 pools) the MTU must be at least IPv6's minimum."""
     accepted = ", ".join(sorted(NETWORK_OPTIONS))
     clean = {}
     for key, value in generic.items():
@@ -93,6 +95,9 @@ def validate_options(generic: dict[str, Any]) -> dict[str, str]:
             raise InvalidOption(f"unknown option {key!r} for a freeflow network; accepted options: {accepted}")
         parse(value)
         clean[key] = str(value)
+    if ipv6 and MTU_OPTION in clean and int(clean[MTU_OPTION]) < IPV6_MIN_MTU:
+        raise InvalidOption(f"{MTU_OPTION} must be at least {IPV6_MIN_MTU} on a network with IPv6, "
+                            f"got {clean[MTU_OPTION]}")
     return clean
 
 
@@ -127,6 +132,7 @@ class Driver:
         self.state: State = store.load()
         self.on_change: list[Callable[[], None]] = []  # called after every saved change (ClusterSync.poke)
         self.stale_sandbox = stale_sandbox
+        self.veth_lost: set[str] = set()  # joined endpoints whose veth is gone, already reported
         self.sandbox_missing: dict[str, float] = {}  # endpoint -> when its sandbox was first seen missing
 
     def _save(self) -> None:
@@ -140,7 +146,7 @@ class Driver:
         return {"Scope": self.scope, "ConnectivityScope": self.scope}
 
     def create_network(self, req: p.CreateNetworkRequest) -> None:
-        options = validate_options(req.generic_options)
+        options = validate_options(req.generic_options, ipv6=bool(req.ipv6))
         swarm_wide = self.scope == "global"
         if swarm_wide and not self.host_address:
             raise DriverError("this host's address for VXLAN is unknown: join the swarm first, or set "
@@ -190,9 +196,11 @@ class Driver:
             self._save()
         log.info("deleted network %s", req.network_id[:12])
 
-    def _ensure_network(self, network: Network) -> None:
+    def _ensure_network(self, network: Network, rule: bool = True) -> None:
+        """Bridge, forwarding rule (unless `rule` is False: known to be there) and VXLAN device of `network`."""
         self.kernel.ensure_bridge(network.bridge, network.mtu)
-        self.kernel.allow_bridge(network.bridge)
+        if rule:
+            self.kernel.allow_bridge(network.bridge)
         if network.vxlan:
             self.kernel.ensure_vxlan(network.vxlan, network.vni, network.local_address, network.bridge,
                                      network.mtu)
@@ -223,7 +231,7 @@ class Driver:
     def allocate_network(self, req: p.AllocateNetworkRequest) -> dict[str, Any]:
         # Swarm managers: validate now, so a bad option fails at `docker network create`, and echo the
         # options back, or they never reach the workers' CreateNetwork.
-        validate_options(p.CreateNetworkRequest(req.network_id, req.options).generic_options)
+        validate_options(p.CreateNetworkRequest(req.network_id, req.options).generic_options, ipv6=bool(req.ipv6))
         return {"Options": req.options}
 
     # Endpoints.
@@ -334,28 +342,39 @@ class Driver:
             bridges = {n.bridge for n in self.state.networks.values()}
             veths = {name for ep in self.state.endpoints.values() for name in (ep.host_veth, ep.container_veth)}
             bridges |= {n.vxlan for n in self.state.networks.values() if n.vxlan}
+            allowed = set(self.kernel.bridges_allowed(BRIDGE_PREFIX))  # one listing, not a check per network
             for network in self.state.networks.values():
                 if not self.kernel.link_exists(network.bridge):
                     repairs.append(f"recreated bridge {network.bridge}")
-                self._ensure_network(network)
+                if network.bridge not in allowed:
+                    repairs.append(f"restored the forwarding rule of {network.bridge}")
+                self._ensure_network(network, rule=network.bridge not in allowed)
             for endpoint in self.state.endpoints.values():
                 network = self.state.networks.get(endpoint.network_id)
                 if network is None:
                     continue
                 if self.kernel.link_exists(endpoint.host_veth):
+                    self.veth_lost.discard(endpoint.endpoint_id)
                     self.kernel.ensure_veth(endpoint.host_veth, endpoint.container_veth, network.bridge,
                                             network.mtu, endpoint.mac)
                 elif not endpoint.sandbox_key:
                     self.kernel.ensure_veth(endpoint.host_veth, endpoint.container_veth, network.bridge,
                                             network.mtu, endpoint.mac)
                     repairs.append(f"recreated veth {endpoint.host_veth}")
+                elif endpoint.endpoint_id not in self.veth_lost:
+                    # Its other end was inside the container, configured by dockerd: only a reconnect rebuilds it.
+                    self.veth_lost.add(endpoint.endpoint_id)
+                    repairs.append(f"the veth {endpoint.host_veth} of endpoint {endpoint.endpoint_id[:12]} was "
+                                   "deleted under its running container, which is now cut off from network "
+                                   f"{network.network_id[:12]}: run `docker network disconnect` and `docker "
+                                   "network connect` for it")
             for prefix in OWNED_PREFIXES:
                 for name in self.kernel.links_with_prefix(prefix):
                     if name not in bridges and name not in veths and OWNED_NAME.fullmatch(name):
                         self.kernel.delete_link(name)
                         repairs.append(f"removed orphan link {name}")
-            for bridge in self.kernel.bridges_allowed(BRIDGE_PREFIX):
-                if bridge not in bridges:
+            for bridge in allowed - bridges:
+                if OWNED_NAME.fullmatch(bridge):  # an operator's own `ff-…` rule is not ours
                     self.kernel.forget_bridge(bridge)
                     repairs.append(f"removed orphan rule of {bridge}")
             repairs += self._leave_lost_sandboxes()

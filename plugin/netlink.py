@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pyroute2 import IPRoute, NetNS
+from pyroute2.netlink.exceptions import NetlinkDumpInterrupted
 from pyroute2.netlink.exceptions import NetlinkError as PyNetlinkError
 
 from freeflow.plugin.errors import NetlinkError
@@ -19,6 +20,7 @@ from freeflow.plugin.errors import NetlinkError
 log = logging.getLogger(__name__)
 
 
+DUMP_TRIES = 5  # a dump of links is interrupted when links change meanwhile (many containers removed at once)
 VXLAN_PORT = 4789
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 
@@ -48,7 +50,14 @@ def link_exists(name: str) -> bool:
 def links_with_prefix(prefix: str) -> list[str]:
     """Names of the links in this namespace starting with `prefix`."""
     with _ipr("list links") as ipr:
-        names = (link.get_attr("IFLA_IFNAME") for link in ipr.get_links())
+        for attempt in range(1, DUMP_TRIES + 1):
+            try:
+                names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+                break
+            except NetlinkDumpInterrupted:
+                if attempt == DUMP_TRIES:
+                    raise
+                log.debug("the list of links changed while it was read; reading it again")
         return sorted(n for n in names if n and n.startswith(prefix))
 
 

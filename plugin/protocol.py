@@ -45,6 +45,8 @@ def _mac(name: str, value: Any) -> str:
         return ""
     if not isinstance(value, str) or not _MAC.fullmatch(value.lower()):
         raise BadRequest(f"{name} must be a MAC address such as 02:42:0a:01:00:02, got {value!r}")
+    if int(value[:2], 16) & 1 or value.lower() == "00:00:00:00:00:00":
+        raise BadRequest(f"{name} must be a unicast MAC address (even first byte, not all zeros), got {value!r}")
     return value.lower()
 
 
@@ -73,16 +75,17 @@ class Message:
     """Parsing and serialising shared by every request shape."""
 
     @classmethod
-    def parse(cls, body: Any) -> Self:
+    def parse(cls, body: Any, where: str = "the request body") -> Self:
+        """The message in `body`; BadRequest naming the field (`where` names a nested message)."""
         if not isinstance(body, dict):
-            raise BadRequest(f"the request body must be a JSON object, got {type(body).__name__}")
+            raise BadRequest(f"{where} must be a JSON object, got {type(body).__name__}")
         values = {}
         for f in fields(cls):  # type: ignore[arg-type]
             wire = f.metadata["wire"]
             if wire in body:
                 values[f.name] = f.metadata["check"](wire, body[wire])
             elif f.default is MISSING and f.default_factory is MISSING:
-                raise BadRequest(f"the request has no {wire}")
+                raise BadRequest(f"{where} has no {wire}")
         return cls(**values)
 
     def to_wire(self) -> dict[str, Any]:
@@ -110,7 +113,7 @@ def _ipam_list(name: str, value: Any) -> list[IPAMData]:
         return []
     if not isinstance(value, list):
         raise BadRequest(f"{name} must be a list, got {type(value).__name__}")
-    return [IPAMData.parse(item) for item in value]
+    return [IPAMData.parse(item, f"{name}[{i}]") for i, item in enumerate(value)]
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ class EndpointInterface(Message):
 
 
 def _interface(name: str, value: Any) -> EndpointInterface:
-    return EndpointInterface.parse(_object(name, value))
+    return EndpointInterface.parse(_object(name, value), name)
 
 
 @dataclass(frozen=True)

@@ -283,7 +283,7 @@ class Broker:
         self.grafts.append(GraftRecord(key, flow.client_sandbox, flow.server_sandbox,
                                        (_inode(client_end), _inode(server_end)), time.time()))
         _, client_ip, client_port, server_ip, server_port = key
-        log.info("grafted %s:%d -> %s:%d on network %s", client_ip, client_port, server_ip, server_port, key[0][:12])
+        log.debug("grafted %s:%d -> %s:%d on network %s", client_ip, client_port, server_ip, server_port, key[0][:12])
         return [
             Reply(flow.waiting[p.Role.CLIENT], p.GraftedReply(server_ip, server_port), [client_end.detach()]),
             Reply(flow.waiting[p.Role.SERVER], p.GraftedReply(client_ip, client_port), [server_end.detach()]),
@@ -321,7 +321,7 @@ class Broker:
             return [Reply(conn, overlay(p.Reason.PEER_GONE))]
         self.record_graft(key, "", sandbox, sock)
         _, client_ip, client_port, _, _ = key
-        log.info("grafted %s:%d (another host) -> %s:%d over host TCP", client_ip, client_port, key[3], key[4])
+        log.debug("grafted %s:%d (another host) -> %s:%d over host TCP", client_ip, client_port, key[3], key[4])
         return [Reply(conn, p.GraftedReply(client_ip, client_port), [sock.detach()])]
 
     def record_graft(self, key: FlowKey, client_sandbox: str, server_sandbox: str, sock: socket.socket) -> None:
@@ -445,7 +445,7 @@ class Broker:
             channel_id, client_sandbox, server_sandbox, client, server, ring_size,
             (os.fstat(client_fds.bell).st_ino, os.fstat(server_fds.bell).st_ino),
             [Ring.attach(client_fds.tx), Ring.attach(server_fds.tx)], time.time()))
-        log.info("channel %d: %s -> %s, rings of %d bytes", channel_id, client, server, ring_size)
+        log.debug("channel %d: %s -> %s, rings of %d bytes", channel_id, client, server, ring_size)
         return channel_id
 
     def prune(self, live_sockets: set[int]) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from freeflow import logs
 from freeflow.router.tcp_bridge import TcpBridge
 from freeflow.shm.channel import ChannelFds
 from freeflow.shm.doorbell import fence
@@ -280,8 +281,8 @@ def run_rdma(rings: TcpBridge, verbs: RdmaBridge, peer: QpInfo) -> None:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=os.environ.get("FREEFLOW_LOG_LEVEL", "INFO"), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s freeflow.rdma-bridge[%(process)d]: %(message)s")
+    logs.setup(os.environ.get("FREEFLOW_LOG_LEVEL", "INFO"),
+               "%(asctime)s %(levelname)s freeflow.rdma-bridge[%(process)d]: %(message)s")
     tx, rx, bell, fd = (int(arg) for arg in argv)
     sock = socket.socket(fileno=fd)
     rings = TcpBridge(ChannelFds(tx, rx, bell), sock)

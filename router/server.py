@@ -487,7 +487,7 @@ class Router:
             return
         self.broker.record_graft(dial.preamble.key, dial.sandbox, "", sock)
         dial.accepted.fds.append(sock.detach())
-        log.info("grafted %s:%d -> %s:%d (another host) over host TCP", *dial.preamble.key[1:])
+        log.debug("grafted %s:%d -> %s:%d (another host) over host TCP", *dial.preamble.key[1:])
         self._reply(dial.accepted)
 
     def _dial_failed(self, dial: Dial) -> None:

@@ -15,6 +15,7 @@ import selectors
 import socket
 import sys
 
+from freeflow import logs
 from freeflow.shm.channel import ChannelFds
 from freeflow.shm.doorbell import Doorbell, fence
 from freeflow.shm.errors import RingCorrupted
@@ -174,8 +175,8 @@ class TcpBridge:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=os.environ.get("FREEFLOW_LOG_LEVEL", "INFO"), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s freeflow.bridge[%(process)d]: %(message)s")
+    logs.setup(os.environ.get("FREEFLOW_LOG_LEVEL", "INFO"),
+               "%(asctime)s %(levelname)s freeflow.bridge[%(process)d]: %(message)s")
     tx, rx, bell, sock = (int(arg) for arg in argv)
     try:
         bridge = TcpBridge(ChannelFds(tx, rx, bell), socket.socket(fileno=sock))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
+from contextlib import ExitStack
 
 from tests.integration.conftest import (
     DRIVER,
+    PLUGIN,
     container_ip,
     docker,
     docker_fails,
@@ -56,3 +60,36 @@ def test_rm_with_endpoints_gone_leaves_no_links(network, container):
         docker("rm", "-f", c)
     docker("network", "rm", net)
     assert our_links() == before
+
+
+def _plugin_socket() -> str:
+    plugin_id = docker("plugin", "inspect", "-f", "{{.Id}}", PLUGIN)
+    return f"/run/docker/plugins/{plugin_id}/freeflow.sock"
+
+
+def test_clients_that_stall_on_the_plugin_socket_do_not_block_dockerd(network):
+    """More stalled connections than the plugin has threads, held open until the network exists: without a
+    bound on each connection the create would wait for them forever (and time out here)."""
+    with ExitStack() as stack:
+        stalled = []
+        for _ in range(24):
+            sock = stack.enter_context(socket.socket(socket.AF_UNIX))
+            sock.settimeout(60)
+            sock.connect(_plugin_socket())
+            sock.sendall(b"POST /NetworkDriver.CreateNetwork HTTP/1.1\r\nHost: plugin\r\n")  # and no more
+            stalled.append(sock)
+        name = network("stalled")  # `docker network create`, bounded by the fixture's own timeout
+        assert inspect("network", name)["Driver"] == DRIVER
+        for sock in stalled:
+            assert sock.recv(4096) == b"", "the plugin closes a connection that stalls"
+
+
+def test_the_plugin_socket_answers_bad_requests_in_json():
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(60)
+        sock.connect(_plugin_socket())
+        sock.sendall(b"GET /Plugin.Activate HTTP/1.0\r\n\r\n")
+        reply = b"".join(iter(lambda: sock.recv(4096), b""))
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 405") or head.startswith(b"HTTP/1.1 405"), head
+    assert "POST /<Interface>.<Method>" in json.loads(body)["Err"]

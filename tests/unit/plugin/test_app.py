@@ -224,3 +224,53 @@ def test_unexpected_failure_answers_500_and_app_survives(client, driver, monkeyp
     status, body = call(app_client, "NetworkDriver.CreateNetwork", create_network_body())
     assert status == 500 and "plugin log" in body["Err"]
     assert call(app_client, "Plugin.Activate")[0] == 200
+
+
+@pytest.mark.parametrize("verb, path, status", [("get", "/Plugin.Activate", 405), ("post", "/", 404),
+                                                ("put", "/NetworkDriver.Join", 405)])
+def test_wrong_paths_and_methods_answer_json_errors(client, verb, path, status):
+    response = getattr(client, verb)(path)
+    assert response.status_code == status
+    assert "POST /<Interface>.<Method>" in json.loads(response.data)["Err"]
+
+
+def test_an_oversized_body_is_refused_and_the_app_stays_up(client, kernel):
+    status, answer = call(client, "NetworkDriver.CreateNetwork", raw=b"{" + b" " * (5 << 20) + b"}")
+    assert status == 413 and "larger than" in answer["Err"]
+    assert kernel.links == {}
+    assert call(client, "NetworkDriver.CreateNetwork", create_network_body()) == (200, {})
+
+
+@pytest.mark.parametrize("ipam, words", [([1], "IPv4Data[0] must be a JSON object"), ([{}], "IPv4Data[0] has no Pool"),
+                                         ([{"Pool": "10.9.0.0/24"}, 7], "IPv4Data[1]")])
+def test_a_bad_address_pool_is_named_by_its_place(client, ipam, words):
+    status, answer = call(client, "NetworkDriver.CreateNetwork", {"NetworkID": NET, "IPv4Data": ipam})
+    assert status == 400 and words in answer["Err"]
+
+
+@pytest.mark.parametrize("mtu", [" 1400", "1400 ", "\uff11\uff15\uff10\uff10", "+1400", "1e3", True])
+def test_an_mtu_must_be_plain_digits(client, kernel, mtu):
+    status, body = call(client, "NetworkDriver.CreateNetwork",
+                        create_network_body(generic={"com.docker.network.driver.mtu": mtu}))
+    assert status == 400 and "whole number" in body["Err"]
+    assert kernel.links == {}
+
+
+def test_an_ipv6_network_needs_an_mtu_of_at_least_1280(client, kernel):
+    body = create_network_body(generic={"com.docker.network.driver.mtu": "1279"})
+    body["IPv6Data"] = [{"AddressSpace": "LocalDefault", "Pool": "fd00:205::/64", "Gateway": "fd00:205::1/64"}]
+    status, answer = call(client, "NetworkDriver.CreateNetwork", body)
+    assert status == 400 and "at least 1280" in answer["Err"] and kernel.links == {}
+    body["Options"]["com.docker.network.generic"]["com.docker.network.driver.mtu"] = "1280"
+    assert call(client, "NetworkDriver.CreateNetwork", body) == (200, {})
+    assert call(client, "NetworkDriver.CreateNetwork",
+                create_network_body(net=SWARM_NET, generic={"com.docker.network.driver.mtu": "1000"}))[0] == 200, \
+        "an IPv4-only network may go lower"
+
+
+@pytest.mark.parametrize("mac", ["01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00", "03:42:0a:01:00:02"])
+def test_a_multicast_or_zero_mac_is_refused(client, kernel, mac):
+    call(client, "NetworkDriver.CreateNetwork", create_network_body())
+    status, answer = call(client, "NetworkDriver.CreateEndpoint", create_endpoint_body(mac=mac))
+    assert status == 400 and "unicast" in answer["Err"]
+    assert veth_names(EP)[0] not in kernel.links

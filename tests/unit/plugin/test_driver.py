@@ -120,3 +120,37 @@ def test_an_endpoint_whose_sandbox_vanished_leaves_it_after_the_grace_time(tmp_p
     assert Driver(Store(tmp_path), kernel).state.endpoints[EP].sandbox_key == "", "the leave is saved"
     driver.join(p.JoinRequest(NET, EP, "/var/run/docker/netns/new"))
     assert driver.reconcile() == []
+
+
+def test_reconcile_keeps_forwarding_rules_of_bridges_not_named_like_ours(tmp_path):
+    kernel = FakeKernel()
+    kernel.rules.update({"ff-rvA-test", "ff-deadbeef0000"})
+    assert make(tmp_path, kernel).reconcile() == ["removed orphan rule of ff-deadbeef0000"]
+    assert kernel.rules == {"ff-rvA-test"}, "an operator's own ff-… rule is not ours to remove"
+
+
+def test_reconcile_restores_a_deleted_forwarding_rule_and_says_so(tmp_path):
+    kernel = FakeKernel()
+    driver = make(tmp_path, kernel)
+    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    kernel.rules.clear()
+    assert driver.reconcile() == [f"restored the forwarding rule of {bridge_name(NET)}"]
+    assert kernel.rules == {bridge_name(NET)}
+    assert driver.reconcile() == []
+
+
+def test_a_deleted_veth_under_a_running_container_is_reported_once(tmp_path):
+    kernel = FakeKernel()
+    driver = make(tmp_path, kernel)
+    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
+    driver.join(p.JoinRequest(NET, EP, "/var/run/docker/netns/c1"))
+    kernel.delete_link(veth_names(EP)[0])
+    [line] = driver.reconcile()
+    assert veth_names(EP)[0] in line and "docker network connect" in line
+    assert driver.reconcile() == [], "said once, not every few seconds"
+    driver.leave(p.EndpointRequest(NET, EP))
+    driver.join(p.JoinRequest(NET, EP, "/var/run/docker/netns/c1"))  # a reconnect rebuilds it
+    assert kernel.link_exists(veth_names(EP)[0]) and driver.reconcile() == []
+    kernel.delete_link(veth_names(EP)[0])
+    assert len(driver.reconcile()) == 1, "lost again after the repair: said again"

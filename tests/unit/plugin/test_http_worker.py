@@ -1,0 +1,71 @@
+"""The plugin's gunicorn worker in a real gunicorn, with real clients that stall: they are cut off, and the
+others' calls are still answered."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+WORKER = "freeflow.plugin.http_worker.BoundedThreadWorker"
+THREADS = 2
+WAIT_S = 30.0  # far beyond CLIENT_TIMEOUT: a client that waits this long was never cut off
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    (tmp_path / "hello.py").write_text(
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'answered']\n")
+    path, log = tmp_path / "g.sock", tmp_path / "gunicorn.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", WORKER, "--threads", str(THREADS),
+                                 "-b", f"unix:{path}", "--chdir", str(tmp_path), "hello:app"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not _answers(path):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield path, log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=WAIT_S)
+
+
+def _connect(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(WAIT_S)
+    sock.connect(str(path))
+    return sock
+
+
+def _answers(path: Path) -> bool:
+    try:
+        with _connect(path) as sock:
+            sock.sendall(b"POST /Plugin.Activate HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+            reply = b"".join(iter(lambda: sock.recv(4096), b""))
+    except OSError:
+        return False
+    return reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"answered")
+
+
+def test_stalled_clients_are_cut_off_and_others_are_answered(server):
+    path, log = server
+    silent = [_connect(path) for _ in range(THREADS)]
+    halfway = [_connect(path) for _ in range(THREADS)]
+    for sock in halfway:
+        sock.sendall(b"POST /NetworkDriver.CreateNetwork HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+    time.sleep(0.5)  # every thread has taken a stalled connection by now
+    assert _answers(path), "a complete request is answered while stalled clients hold connections"
+    for sock in silent + halfway:
+        assert sock.recv(4096) == b"", "the server closed the stalled connection"
+        sock.close()
+    text = log.read_text()
+    assert "stalled" in text and "Traceback" not in text, text
