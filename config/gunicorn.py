@@ -20,4 +20,5 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "loglevel": settings.log_level.lower(),
         "accesslog": "-" if settings.log_level == "DEBUG" else None,
         "errorlog": "-",
+        "logger_class": "freeflow.plugin.http_worker.RootLogger",
     }

@@ -1,4 +1,5 @@
-"""gunicorn's threaded worker with every client connection's reads and writes bounded in time.
+"""gunicorn's threaded worker with every client connection's reads and writes bounded in time, and a logger
+that hands gunicorn's own lines to the process's logging (freeflow/logs.py: info on stdout, warnings on stderr).
 
 gthread gives each new connection to a thread, which blocks reading the request: a client that connects and
 sends nothing, or half a request, would hold a thread for as long as it stays connected, and a few of them
@@ -15,6 +16,7 @@ import socket
 import struct
 from typing import Any
 
+from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import ThreadWorker
 
 CLIENT_TIMEOUT = 5.0  # seconds; dockerd sends a whole request at once and reads the answer at once
@@ -49,3 +51,13 @@ class BoundedThreadWorker(ThreadWorker):  # type: ignore[misc]
         """Every connection, new or kept alive, passes here on its way to a thread."""
         bound_io(conn.sock, CLIENT_TIMEOUT)
         super().enqueue_req(conn)
+
+
+class RootLogger(Logger):  # type: ignore[misc]
+    """gunicorn's error log without a handler of its own: its records go to the root logger's handlers."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in list(self.error_log.handlers):
+            self.error_log.removeHandler(handler)
+        self.error_log.propagate = True
