@@ -22,6 +22,8 @@ class Socket(socket.socket):
     getsockname = methods.getsockname
     getpeername = methods.getpeername
     setsockopt = methods.setsockopt
+    getsockopt = methods.getsockopt
+    sendto = methods.sendto
     detach = methods.detach
     dup = methods.dup
     _real_close = methods.real_close

@@ -28,7 +28,7 @@ DEFAULT_BACKLOG = 128  # socket.listen()'s own default, and the guess for socket
 PLAIN: dict[str, Callable[..., Any]] = {
     name: getattr(socket.socket, name)
     for name in ("connect", "connect_ex", "listen", "accept", "getsockname", "getpeername", "setsockopt",
-                 "detach", "dup", "_real_close")
+                 "getsockopt", "sendto", "detach", "dup", "_real_close")
 }
 # Sockets whose connect() went through grafting once: a second call is the plain one (graft.connect's
 # own, or a program polling a non-blocking connect).
@@ -208,12 +208,41 @@ def getpeername(self: socket.socket) -> Any:
     return PLAIN["getpeername"](self) if kernel is None else kernel.peer
 
 
-def setsockopt(self: socket.socket, level: int, *args: Any) -> None:
-    # TCP and IP options mean nothing to a socket pair (no Nagle, no TOS): accepted and ignored, as
-    # asyncio and http.client set TCP_NODELAY on every connection.
+# TCP options as a grafted socket answers them until set: Linux's defaults.
+TCP_DEFAULTS = {socket.TCP_NODELAY: 0, socket.TCP_KEEPIDLE: 7200, socket.TCP_KEEPINTVL: 75, socket.TCP_KEEPCNT: 9}
+TCP_ESTABLISHED = 1  # the first byte of struct tcp_info
+# What each grafted socket was told at the TCP level, read back by getsockopt().
+_tcp_options: weakref.WeakKeyDictionary[socket.socket, dict[int, Any]] = weakref.WeakKeyDictionary()
+
+
+def setsockopt(self: socket.socket, level: int, optname: int, *args: Any) -> None:
+    # TCP and IP options mean nothing to a socket pair (no Nagle, no TOS): accepted, remembered and read
+    # back, as asyncio and http.client set TCP_NODELAY on every connection.
     if level in (socket.IPPROTO_TCP, socket.IPPROTO_IP) and addresses(self) is not None:
+        if level == socket.IPPROTO_TCP and len(args) == 1 and isinstance(args[0], int):
+            _tcp_options.setdefault(self, {})[optname] = args[0]
         return
-    PLAIN["setsockopt"](self, level, *args)
+    PLAIN["setsockopt"](self, level, optname, *args)
+
+
+def getsockopt(self: socket.socket, level: int, optname: int, *buflen: int) -> Any:
+    """TCP options of a grafted socket answer what was set (else TCP's defaults; TCP_INFO: an established
+    connection, counters zero); IP options 0; socket-level ones are the socket pair's."""
+    if level in (socket.IPPROTO_TCP, socket.IPPROTO_IP) and addresses(self) is not None:
+        if buflen:  # a structure: TCP_INFO, or anything asked for as bytes
+            size = buflen[0]
+            return bytes([TCP_ESTABLISHED]) + bytes(size - 1) if optname == socket.TCP_INFO and size else bytes(size)
+        if level == socket.IPPROTO_IP:
+            return 0
+        return _tcp_options.get(self, {}).get(optname, TCP_DEFAULTS.get(optname, 0))
+    return PLAIN["getsockopt"](self, level, optname, *buflen)
+
+
+def sendto(self: socket.socket, data: Any, *args: Any) -> int:
+    """TCP ignores the address given on a connected socket; a socket pair would refuse it (EISCONN)."""
+    if args and addresses(self) is not None:
+        return self.send(data, *args[:-1])
+    return PLAIN["sendto"](self, data, *args)  # type: ignore[no-any-return]
 
 
 def detach(self: socket.socket) -> int:
@@ -250,5 +279,5 @@ def real_close(self: socket.socket, _grafted: Any = graft.grafted, _listeners: A
 REPLACEMENTS: dict[str, Callable[..., Any]] = {
     "connect": connect, "connect_ex": connect_ex, "listen": listen, "accept": accept,
     "getsockname": getsockname, "getpeername": getpeername, "setsockopt": setsockopt,
-    "detach": detach, "dup": dup, "_real_close": real_close,
+    "getsockopt": getsockopt, "sendto": sendto, "detach": detach, "dup": dup, "_real_close": real_close,
 }

@@ -39,19 +39,48 @@ static int answer_int(void *value, socklen_t *len, int data)
     return answer(value, len, &data, sizeof data);
 }
 
+/* The TCP options a grafted socket keeps as set, beside TCP_NODELAY. */
+static const int remembered_names[] = {TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT};
+#define REMEMBERED (sizeof remembered_names / sizeof remembered_names[0])
+
+static int *remembered(struct ff_fd *e, int name)
+{
+    int *slots[REMEMBERED] = {&e->keepalive[0], &e->keepalive[1], &e->keepalive[2], &e->user_timeout};
+    for (size_t i = 0; i < REMEMBERED; i++)
+        if (remembered_names[i] == name)
+            return slots[i];
+    return NULL;
+}
+
+void ff_grafted_take_options(struct ff_fd *e, int tcp)
+{
+    for (size_t i = 0; i < REMEMBERED; i++) {
+        int value = 0;
+        socklen_t len = sizeof value;
+        if (ff_real.getsockopt(tcp, IPPROTO_TCP, remembered_names[i], &value, &len) == 0)
+            *remembered(e, remembered_names[i]) = value;
+    }
+}
+
+void ff_grafted_put_options(const struct ff_fd *e, int fd)
+{
+    for (size_t i = 0; i < REMEMBERED; i++) {
+        int value = *remembered((struct ff_fd *)e, remembered_names[i]);
+        if (value > 0)
+            ff_real.setsockopt(fd, IPPROTO_TCP, remembered_names[i], &value, sizeof value);
+    }
+}
+
 static int tcp_option(const struct ff_fd *e, int name, void *value, socklen_t *len)
 {
+    const int *kept = remembered((struct ff_fd *)e, name);
+    if (kept)
+        return answer_int(value, len, *kept);
     switch (name) {
     case TCP_NODELAY:
         return answer_int(value, len, e->nodelay);
     case TCP_MAXSEG:
         return answer_int(value, len, FF_MSS);
-    case TCP_KEEPIDLE:
-        return answer_int(value, len, 7200); /* Linux's defaults */
-    case TCP_KEEPINTVL:
-        return answer_int(value, len, 75);
-    case TCP_KEEPCNT:
-        return answer_int(value, len, 9);
     case TCP_INFO: {
         struct tcp_info info;
         memset(&info, 0, sizeof info);
@@ -92,12 +121,18 @@ int ff_grafted_setsockopt(struct ff_fd *e, int fd, int level, int name, const vo
     if (level == IPPROTO_TCP || level == IPPROTO_IP || level == IPPROTO_IPV6) {
         if (!value && len)
             return errno = EFAULT, -1;
-        if (level == IPPROTO_TCP && name == TCP_NODELAY) {
+        int *kept = level == IPPROTO_TCP ? remembered(e, name) : NULL;
+        if (level == IPPROTO_TCP && (name == TCP_NODELAY || kept)) {
             int on;
             if (len < sizeof on)
                 return errno = EINVAL, -1;
             memcpy(&on, value, sizeof on);
-            e->nodelay = on != 0;
+            if (kept && (on < 0 || (on == 0 && name != TCP_USER_TIMEOUT)))
+                return errno = EINVAL, -1; /* what TCP says to a keepalive time, interval or count below 1 */
+            if (kept)
+                *kept = on;
+            else
+                e->nodelay = on != 0;
         }
         return 0;
     }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "emulate.h"
 #include "fdtable.h"
 #include "router.h"
 #include "runtime.h"
@@ -120,16 +121,28 @@ static int handshake(int s)
     }
 }
 
-/* Timeouts the app set on its TCP socket bound its blocking calls: the new socket gets them too. */
-static void copy_timeouts(int from, int to)
+/* Socket options the app set on its TCP socket (before connect, or on the listener an accepted socket
+ * inherits them from) hold on the new socket too: timeouts, keepalive, priority, linger. Buffer sizes are
+ * left as the new socket has them: a TCP socket's default sizes are not the app's choice. */
+static void copy_socket_options(int from, int to)
 {
-    static const int names[] = {SO_RCVTIMEO, SO_SNDTIMEO};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    static const int timeouts[] = {SO_RCVTIMEO, SO_SNDTIMEO};
+    for (size_t i = 0; i < sizeof timeouts / sizeof timeouts[0]; i++) {
         struct timeval tv;
         socklen_t len = sizeof tv;
-        if (ff_real.getsockopt(from, SOL_SOCKET, names[i], &tv, &len) == 0 && (tv.tv_sec || tv.tv_usec))
-            ff_real.setsockopt(to, SOL_SOCKET, names[i], &tv, len);
+        if (ff_real.getsockopt(from, SOL_SOCKET, timeouts[i], &tv, &len) == 0 && (tv.tv_sec || tv.tv_usec))
+            ff_real.setsockopt(to, SOL_SOCKET, timeouts[i], &tv, len);
     }
+    static const int flags[] = {SO_KEEPALIVE, SO_PRIORITY};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        int value = int_option(from, SOL_SOCKET, flags[i]);
+        if (value > 0)
+            ff_real.setsockopt(to, SOL_SOCKET, flags[i], &value, sizeof value);
+    }
+    struct linger linger;
+    socklen_t len = sizeof linger;
+    if (ff_real.getsockopt(from, SOL_SOCKET, SO_LINGER, &linger, &len) == 0 && linger.l_onoff)
+        ff_real.setsockopt(to, SOL_SOCKET, SO_LINGER, &linger, len);
 }
 
 /* Put socket `s` under the app's `fd`, keeping fd's O_NONBLOCK and FD_CLOEXEC. 1 on success. */
@@ -184,7 +197,8 @@ static int graft(int ctl, int fd, int role, struct in_addr peer, uint16_t peer_p
         return 0;
     }
     facts.nodelay = int_option(fd, IPPROTO_TCP, TCP_NODELAY) > 0;
-    copy_timeouts(fd, s);
+    ff_grafted_take_options(&facts, fd);
+    copy_socket_options(fd, s);
     if (!swap(fd, s)) {
         ff_debug("fd %d: swap failed: %s", fd, strerror(errno));
         ff_real.close(s);
@@ -192,11 +206,15 @@ static int graft(int ctl, int fd, int role, struct in_addr peer, uint16_t peer_p
     }
     e->kind = FF_GRAFTED;
     e->nodelay = facts.nodelay;
+    memcpy(e->keepalive, facts.keepalive, sizeof e->keepalive);
+    e->user_timeout = facts.user_timeout;
     /* Across hosts the router hands over a real TCP connection: what the app set on its socket holds. */
     e->host_tcp = int_option(fd, SOL_SOCKET, SO_DOMAIN) != AF_UNIX;
-    if (e->host_tcp && facts.nodelay) {
+    if (e->host_tcp) {
         int on = 1;
-        ff_real.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+        if (facts.nodelay)
+            ff_real.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+        ff_grafted_put_options(e, fd);
     }
     e->local = facts.local;
     e->local_len = facts.local_len;

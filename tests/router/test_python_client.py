@@ -182,6 +182,31 @@ def test_explicit_sockets_without_install(lab):
     assert mine["local"] == theirs["peer"] and mine["peer"] == theirs["local"] == ["10.213.0.2", 7400]
 
 
+def test_tcp_options_and_sendto_answer_as_tcp_on_a_grafted_socket(lab):
+    a, b = hosts(lab)
+    server = serve(lab, b, SERVER.format(setup=INSTALL, port=7450))
+    code = PRELUDE + textwrap.dedent("""
+        assert ff.install()
+        sock = socket.create_connection(("10.213.0.2", 7450), timeout=10)
+        fresh = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+        data = os.urandom(100_000)
+        sent = sock.sendto(data, ("10.213.0.2", 7450))  # as on a connected TCP socket: the address is ignored
+        sock.sendall(data[sent:])
+        sock.shutdown(socket.SHUT_WR)
+        print(json.dumps(report(sock, keepidle=fresh, ok=read_all(sock).decode() == hashlib.sha256(data).hexdigest(),
+                                nodelay=sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+                                keepintvl=sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                                state=sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0],
+                                tos=sock.getsockopt(socket.IPPROTO_IP, socket.IP_TOS))))
+    """)
+    [mine] = [json.loads(line) for line in lab.python(a, code).splitlines()]
+    finish(server)
+    assert (mine["grafted"], mine["unix"], mine["ok"]) == (True, True, True)
+    assert (mine["keepidle"], mine["nodelay"], mine["keepintvl"], mine["state"], mine["tos"]) == (7200, 1, 5, 1, 0)
+
+
 def test_one_accelerated_side_is_enough_to_connect_either_way(lab):
     a, b = hosts(lab)
     installed = serve(lab, b, SERVER.format(setup=INSTALL, port=7500))

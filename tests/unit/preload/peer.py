@@ -50,6 +50,10 @@ def facts(sock: socket.socket) -> dict[str, object]:
         "domain": sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN),
         "protocol": sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL),
         "nodelay": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+        "keepalive": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        "priority": sock.getsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY),
+        "keepidle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        "keepintvl": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
         "tcp_state": info[0],
         "dup_peer": list(dup.getpeername()),
     }
@@ -70,6 +74,7 @@ def serve_one(listener: socket.socket) -> None:
 
 def server(port: int, count: int = 1, fork: bool = False) -> None:
     listener = socket.create_server(("0.0.0.0", port))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # accepted sockets inherit it
     print(json.dumps({"listening": port}), flush=True)
     if fork:
         child = os.fork()
@@ -125,11 +130,16 @@ def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
     data = os.urandom(size)
     sock = socket.socket()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # Set before connect: they must hold on the socket the connection ends up on.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, 6)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
     started = time.monotonic()
     if mode in ("blocking", "sendto"):
         sock.connect((ip, port))
         connected = time.monotonic() - started
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)  # and after
         line = facts(sock)
         answer = transfer_blocking(sock, data, sendto=mode == "sendto")
     else:

@@ -120,6 +120,7 @@ def assert_passes_for_tcp(line: dict) -> None:
     assert line["local"][0] == ADDRESS and line["peer"] == [ADDRESS, PORT] == line["dup_peer"]
     assert line["nodelay"] == 1
     assert line["tcp_state"] == 1  # TCP_ESTABLISHED
+    assert line["keepalive"] == 1 and line["priority"] == 6 and line["keepidle"] == 30, "set before connect"
 
 
 @pytest.mark.parametrize("mode", ["blocking", "epoll", "epoll-first", "sendto"])
@@ -131,6 +132,10 @@ def test_connections_are_grafted_and_still_look_like_tcp(netns: Namespace, mode:
     assert line["grafted"] and accepted["grafted"], stop(router)
     assert_passes_for_tcp(line)
     assert accepted["peer"] == line["local"] == accepted["accepted_addr"]
+    assert accepted["keepalive"] == 1, "inherited from the listener"
+    assert accepted["keepidle"] == 7200, "TCP's default, as the accepted TCP socket had it"
+    if mode == "blocking":
+        assert line["keepintvl"] == 5, "set after connect"
     if mode.startswith("epoll"):
         assert line["connect_errno"] == "EINPROGRESS" and line["writable"] and line["so_error"] == 0
     assert "grafted" in [event["event"] for event in stop(router)]
