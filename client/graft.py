@@ -129,9 +129,26 @@ def _handshake(new: socket.socket) -> None:
         raise Fallback(f"handshake failed: {exc}") from None
 
 
+# Socket-level options a program may set before connect (or on its listener), carried to the socket pair.
+_CARRIED = (socket.SO_KEEPALIVE, socket.SO_PRIORITY)
+_LINGER_SIZE = 8  # struct linger: two ints
+
+
+def _carry_options(app: socket.socket, new: socket.socket) -> None:
+    for name in _CARRIED:
+        value = app.getsockopt(socket.SOL_SOCKET, name)
+        if value:
+            new.setsockopt(socket.SOL_SOCKET, name, value)
+    linger = app.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_SIZE)
+    if int.from_bytes(linger[:4], "little"):
+        new.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+
+
 def _swap(app: socket.socket, new: socket.socket) -> None:
-    """Put `new` under the application's descriptor, keeping its blocking mode and timeout."""
+    """Put `new` under the application's descriptor, keeping its blocking mode, timeout and the socket
+    options it was given."""
     timeout = app.gettimeout()
+    _carry_options(app, new)
     inheritable = os.get_inheritable(app.fileno())
     os.dup2(new.fileno(), app.fileno(), inheritable=inheritable)
     app.settimeout(timeout)

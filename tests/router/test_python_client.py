@@ -187,7 +187,10 @@ def test_tcp_options_and_sendto_answer_as_tcp_on_a_grafted_socket(lab):
     server = serve(lab, b, SERVER.format(setup=INSTALL, port=7450))
     code = PRELUDE + textwrap.dedent("""
         assert ff.install()
-        sock = socket.create_connection(("10.213.0.2", 7450), timeout=10)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # before connect: carried over
+        sock.settimeout(10)
+        sock.connect(("10.213.0.2", 7450))
         fresh = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
@@ -199,12 +202,14 @@ def test_tcp_options_and_sendto_answer_as_tcp_on_a_grafted_socket(lab):
                                 nodelay=sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
                                 keepintvl=sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
                                 state=sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0],
-                                tos=sock.getsockopt(socket.IPPROTO_IP, socket.IP_TOS))))
+                                tos=sock.getsockopt(socket.IPPROTO_IP, socket.IP_TOS),
+                                keepalive=sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))))
     """)
     [mine] = [json.loads(line) for line in lab.python(a, code).splitlines()]
     finish(server)
     assert (mine["grafted"], mine["unix"], mine["ok"]) == (True, True, True)
     assert (mine["keepidle"], mine["nodelay"], mine["keepintvl"], mine["state"], mine["tos"]) == (7200, 1, 5, 1, 0)
+    assert mine["keepalive"] == 1
 
 
 def test_one_accelerated_side_is_enough_to_connect_either_way(lab):
