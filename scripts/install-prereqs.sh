@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what FreeFlow needs on a Debian host: the Docker engine (Debian's docker.io), debootstrap,
-# iptables, etcd (the orchestrator's etcd store is tested against it), and the Python package with its
-# test tools. Idempotent.
+# iptables, etcd (the orchestrator's etcd store is tested against it), a C compiler and make (the preload
+# library's tests and the benchmark's C ring build on the host), and the Python package with its test tools.
+# Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -11,6 +12,8 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v etcd >/dev/null || need+=(etcd-server)
+command -v gcc >/dev/null || need+=(gcc)
+command -v make >/dev/null || need+=(make)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]}"
     apt-get update -q

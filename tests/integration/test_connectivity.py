@@ -59,11 +59,11 @@ def test_connect_disconnect_and_two_networks(network, container):
     docker("network", "connect", two, a)
     assert ping(a, container_ip(b, two))
     assert docker("exec", a, "ls", "/sys/class/net").split().count("eth1") == 1
+    host_side = "ffh" + inspect("container", a)["NetworkSettings"]["Networks"][two]["EndpointID"][:12]
+    assert host_side in our_links()
     docker("network", "disconnect", two, a)
     assert not ping(a, container_ip(b, two), count=1)
-    host_side = "ffh" + inspect("network", two)["Containers"].get(inspect("container", a)["Id"], {}).get(
-        "EndpointID", "gone")[:12]
-    assert host_side not in our_links()
+    wait_for(lambda: host_side not in our_links(), 10, f"{host_side} to be removed with the endpoint")
 
 
 def test_subnet_gateway_ip_range_and_fixed_ip(network, container):

@@ -60,6 +60,14 @@ def test_static_entries_carry_traffic_and_nothing_else_does(two_hosts):
     # The refused ping left an ARP resolution pending, retried only every second: start it afresh.
     sh(f"ip netns exec {names['cA']} ip neigh flush all")
     assert reaches(names, "cA", "10.1.0.3") and reaches(names, "cB", "10.1.0.2")
+    for host in ("hA", "hB"):  # and no learning: the only entries are the static ones
+        details = sh(f"ip -n {names[host]} -d link show ffx-test").stdout
+        assert "nolearning" in details, details
+        # The VXLAN device's own entries ("dst … self"); the bridge's entries for its port ("master") are the
+        # bridge's ordinary learning.
+        learned = [line for line in sh(f"bridge -n {names[host]} fdb show dev ffx-test").stdout.splitlines()
+                   if " dst " in line and " self" in line and "permanent" not in line and "static" not in line]
+        assert not learned, learned
 
     netlink.remove_remote("ffx-test", "10.1.0.3", "02:42:0a:01:00:03", "10.98.7.2", netns=names["hA"])
     netlink.remove_remote("ffx-test", "10.1.0.3", "02:42:0a:01:00:03", "10.98.7.2", netns=names["hA"])  # idempotent

@@ -75,7 +75,7 @@ def our_links(host: str) -> list[str]:
 @pytest.fixture(scope="session", autouse=True)
 def three_hosts() -> Iterator[None]:
     if os.geteuid() != 0:
-        pytest.skip("the lab needs root (namespaces, mounts, dockerd)")
+        pytest.fail("the lab needs root (namespaces, mounts, dockerd): run the tests as root")
     if (LAB_DIR / "lab.json").exists():
         pytest.fail("a lab is already up (someone else's?): these tests do not touch it")
     pids: list[int] = []

@@ -118,7 +118,7 @@ class Lab:
 @pytest.fixture
 def lab(tmp_path) -> Iterator[Lab]:
     if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+        pytest.fail("network namespaces need root: run the tests as root")
     tag = uuid.uuid4().hex[:4]
     bridge = f"ffrb{tag}"
     sh("ip", "link", "add", bridge, "type", "bridge")

@@ -136,7 +136,7 @@ def add(lab: Lab, index: int, name: str) -> str:
 @pytest.fixture
 def cluster(tmp_path) -> Iterator[Cluster]:
     if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+        pytest.fail("network namespaces need root: run the tests as root")
     orchestrator = Orchestrator()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -12,7 +12,11 @@ from freeflow.bench.c_ring import CRing
 from freeflow.bench.errors import BenchError
 from freeflow.bench.plan import SHORT
 
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="the C ring needs gcc")
+
+@pytest.fixture(autouse=True)
+def _gcc() -> None:
+    if shutil.which("gcc") is None:
+        pytest.fail("the C ring needs gcc (scripts/install-prereqs.sh installs it)")
 
 
 def test_the_ring_is_built_run_and_removed():

@@ -99,7 +99,7 @@ def stop(process: subprocess.Popen[str]) -> list[dict]:
 @pytest.fixture
 def netns(library: Path) -> Iterator[Namespace]:
     if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+        pytest.fail("network namespaces need root: run the tests as root")
     name = f"ffpre-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import mmap
 import os
-import time
 from array import array
 from collections.abc import Iterator
 
@@ -113,12 +112,10 @@ def test_half_close_keeps_the_other_direction(pair: tuple[Channel, Channel]) -> 
 def test_receive_times_out(pair: tuple[Channel, Channel]) -> None:
     _, b = pair
     b.timeout = 0.05
-    start = time.monotonic()
     with pytest.raises(WaitTimeout):
         b.recv(1)
     with pytest.raises(WaitTimeout):
         b.recv_msg()
-    assert time.monotonic() - start < 1.5
     b.spin = 0
     with pytest.raises(TimeoutError):
         b.recv_into(bytearray(1))

@@ -176,10 +176,8 @@ def test_a_sender_killed_mid_stream_is_end_of_stream(spawn: Spawn) -> None:
     while received < 8 * MiB:
         received += len(channel.recv(MiB))
     os.kill(pid, signal.SIGKILL)
-    start = time.monotonic()
     while channel.recv(MiB):
         pass
-    assert time.monotonic() - start < 5
     assert exit_code(pid) == -signal.SIGKILL
 
 
@@ -191,9 +189,7 @@ def test_a_sender_killed_while_we_sleep_wakes_us(spawn: Spawn) -> None:
     channel, pid = spawn(hello_then_hang, spin=0)
     assert channel.recv(5) == b"hello"
     kill_later(pid, 0.2)
-    start = time.monotonic()
     assert channel.recv(5) == b""
-    assert time.monotonic() - start < 3
     assert exit_code(pid) == -signal.SIGKILL
 
 
@@ -204,10 +200,8 @@ def test_a_sender_killed_inside_a_message_is_reported(spawn: Spawn) -> None:
 
     channel, pid = spawn(half_a_message)
     kill_later(pid, 0.2)
-    start = time.monotonic()
     with pytest.raises(EndOfChannel, match="got 1000 of 10485760"):
         channel.recv_msg()
-    assert time.monotonic() - start < 3
     assert exit_code(pid) == -signal.SIGKILL
 
 
@@ -218,9 +212,7 @@ def test_a_receiver_killed_stops_our_sends(spawn: Spawn) -> None:
 
     channel, pid = spawn(read_a_little, capacity=64 * 1024)
     kill_later(pid, 0.2)
-    start = time.monotonic()
     with pytest.raises(PeerClosed):
         while True:
             channel.sendall(bytes(64 * 1024))
-    assert time.monotonic() - start < 3
     assert exit_code(pid) == -signal.SIGKILL

