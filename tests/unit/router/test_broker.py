@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 
 from freeflow.router import protocol as p
 from freeflow.router.broker import Broker, Endpoint, Reply
+from freeflow.router.peering import Kind, Preamble
 
 NET, OTHER_NET = "n1" * 6, "n2" * 6
 CLIENT = Endpoint("ea", NET, "10.0.0.1", "/netns/a")
@@ -78,3 +80,33 @@ def test_no_pairing_across_networks():
     broker.listen("d-listener", ELSEWHERE.sandbox, p.Listen(SERVER_PORT, 16))
     [verdict] = broker.intent("a", CLIENT.sandbox, p.Intent(ELSEWHERE.ip, SERVER_PORT, CLIENT_PORT))
     assert verdict.message.verdict == p.Verdict.OVERLAY and broker.flows == {}
+
+
+class TwoHosts:
+    """The cluster view: the client 10.0.0.1 lives on host 192.0.2.1; nothing else is remote."""
+
+    def host_of(self, network_id: str, ip: str) -> str | None:
+        return "192.0.2.1" if (network_id, ip) == (NET, "10.0.0.1") else None
+
+    def listens(self, network_id: str, ip: str, port: int, kind: str) -> bool:
+        return True
+
+    def rdma_with(self, host: str) -> bool:
+        return False
+
+
+def test_another_hosts_router_hands_over_only_its_own_clients():
+    """A preamble is signed with the cluster's token; which client it may name depends on who dialled."""
+    broker = Broker(cluster=TwoHosts())
+    broker.set_endpoints([SERVER])
+    broker.listen("b-listener", SERVER.sandbox, p.Listen(SERVER_PORT, 16))
+    preamble = Preamble(Kind.GRAFT, NET, "10.0.0.1", CLIENT_PORT, SERVER.ip, SERVER_PORT)
+    impostor, ours = socket.socketpair()
+    with impostor, ours:
+        assert broker.inbound(preamble, impostor, source="192.0.2.7", live_sockets=set()) == []
+        assert impostor.fileno() == -1, "refused: closed at once"
+        assert broker.remote_halves == {}
+    rightful, theirs = socket.socketpair()
+    with rightful, theirs:
+        assert broker.inbound(preamble, rightful, source="192.0.2.1", live_sockets=set()) == []
+        assert broker.remote_halves[preamble.key].sock is rightful, "kept until the server's GRAFT"
