@@ -11,15 +11,11 @@ from freeflow.errors import FreeFlowError
 from freeflow.lab.cli import add_lab_parser
 
 
-def _log_setup(level: str) -> None:
-    logs.setup(level)
-
-
 def _plugin(args: argparse.Namespace) -> int:
     from freeflow.plugin.server import serve
 
     settings = load_settings()
-    _log_setup(settings.log_level)
+    logs.setup(settings.log_level)
     serve(settings)
     return 0
 
@@ -28,7 +24,7 @@ def _router(args: argparse.Namespace) -> int:
     from freeflow.router.server import Router
 
     settings = load_settings()
-    _log_setup(settings.log_level)
+    logs.setup(settings.log_level)
     Router(settings).run()
     return 0
 
@@ -37,7 +33,7 @@ def _orchestrator(args: argparse.Namespace) -> int:
     from freeflow.orchestrator.server import serve
 
     settings = load_settings()
-    _log_setup(settings.log_level)
+    logs.setup(settings.log_level)
     serve(settings)
     return 0
 

@@ -39,43 +39,40 @@ static int answer_int(void *value, socklen_t *len, int data)
     return answer(value, len, &data, sizeof data);
 }
 
-/* The TCP options a grafted socket keeps as set, beside TCP_NODELAY. */
-static const int remembered_names[] = {TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT};
-#define REMEMBERED (sizeof remembered_names / sizeof remembered_names[0])
+/* The TCP options a grafted socket keeps as set, beside TCP_NODELAY: ff_fd.tcp_kept in this order. */
+static const int kept_names[FF_TCP_KEPT] = {TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT};
 
-static int *remembered(struct ff_fd *e, int name)
+/* The index of `name` in kept_names, or -1. */
+static int kept_index(int name)
 {
-    int *slots[REMEMBERED] = {&e->keepalive[0], &e->keepalive[1], &e->keepalive[2], &e->user_timeout};
-    for (size_t i = 0; i < REMEMBERED; i++)
-        if (remembered_names[i] == name)
-            return slots[i];
-    return NULL;
+    for (int i = 0; i < FF_TCP_KEPT; i++)
+        if (kept_names[i] == name)
+            return i;
+    return -1;
 }
 
 void ff_grafted_take_options(struct ff_fd *e, int tcp)
 {
-    for (size_t i = 0; i < REMEMBERED; i++) {
+    for (int i = 0; i < FF_TCP_KEPT; i++) {
         int value = 0;
         socklen_t len = sizeof value;
-        if (ff_real.getsockopt(tcp, IPPROTO_TCP, remembered_names[i], &value, &len) == 0)
-            *remembered(e, remembered_names[i]) = value;
+        if (ff_real.getsockopt(tcp, IPPROTO_TCP, kept_names[i], &value, &len) == 0)
+            e->tcp_kept[i] = value;
     }
 }
 
 void ff_grafted_put_options(const struct ff_fd *e, int fd)
 {
-    for (size_t i = 0; i < REMEMBERED; i++) {
-        int value = *remembered((struct ff_fd *)e, remembered_names[i]);
-        if (value > 0)
-            ff_real.setsockopt(fd, IPPROTO_TCP, remembered_names[i], &value, sizeof value);
-    }
+    for (int i = 0; i < FF_TCP_KEPT; i++)
+        if (e->tcp_kept[i] > 0)
+            ff_real.setsockopt(fd, IPPROTO_TCP, kept_names[i], &e->tcp_kept[i], sizeof e->tcp_kept[i]);
 }
 
 static int tcp_option(const struct ff_fd *e, int name, void *value, socklen_t *len)
 {
-    const int *kept = remembered((struct ff_fd *)e, name);
-    if (kept)
-        return answer_int(value, len, *kept);
+    int kept = kept_index(name);
+    if (kept >= 0)
+        return answer_int(value, len, e->tcp_kept[kept]);
     switch (name) {
     case TCP_NODELAY:
         return answer_int(value, len, e->nodelay);
@@ -121,16 +118,16 @@ int ff_grafted_setsockopt(struct ff_fd *e, int fd, int level, int name, const vo
     if (level == IPPROTO_TCP || level == IPPROTO_IP || level == IPPROTO_IPV6) {
         if (!value && len)
             return errno = EFAULT, -1;
-        int *kept = level == IPPROTO_TCP ? remembered(e, name) : NULL;
-        if (level == IPPROTO_TCP && (name == TCP_NODELAY || kept)) {
+        int kept = level == IPPROTO_TCP ? kept_index(name) : -1;
+        if (level == IPPROTO_TCP && (name == TCP_NODELAY || kept >= 0)) {
             int on;
             if (len < sizeof on)
                 return errno = EINVAL, -1;
             memcpy(&on, value, sizeof on);
-            if (kept && (on < 0 || (on == 0 && name != TCP_USER_TIMEOUT)))
+            if (kept >= 0 && (on < 0 || (on == 0 && name != TCP_USER_TIMEOUT)))
                 return errno = EINVAL, -1; /* what TCP says to a keepalive time, interval or count below 1 */
-            if (kept)
-                *kept = on;
+            if (kept >= 0)
+                e->tcp_kept[kept] = on;
             else
                 e->nodelay = on != 0;
         }

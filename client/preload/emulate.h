@@ -10,7 +10,7 @@
 /* getsockname (local) or getpeername (!local) of a grafted socket. */
 int ff_grafted_name(const struct ff_fd *e, int local, struct sockaddr *addr, socklen_t *len);
 
-/* Read into `e` the TCP options a grafted socket remembers (keepalive timing, user timeout) from the TCP
+/* Read into `e` the TCP options a grafted socket remembers (keepalive timing, user timeout: tcp_kept) from the TCP
  * socket `tcp` it replaces; ff_grafted_put_options sets them on a real TCP socket `fd` (grafted across hosts). */
 void ff_grafted_take_options(struct ff_fd *e, int tcp);
 void ff_grafted_put_options(const struct ff_fd *e, int fd);

@@ -15,6 +15,7 @@
 #include <sys/types.h>
 
 #define FF_MAX_FDS 65536
+#define FF_TCP_KEPT 4 /* TCP options a grafted socket remembers beside TCP_NODELAY (emulate.c) */
 
 enum ff_kind {
     FF_UNKNOWN = 0, /* nothing known: left to libc */
@@ -27,8 +28,7 @@ enum ff_kind {
 struct ff_fd {
     uint8_t kind;
     uint8_t nodelay;     /* grafted: TCP_NODELAY as last set, read back by getsockopt */
-    int keepalive[3];    /* grafted: TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT as last set (or the TCP socket's) */
-    int user_timeout;    /* grafted: TCP_USER_TIMEOUT as last set (or the TCP socket's) */
+    int tcp_kept[FF_TCP_KEPT]; /* grafted: the TCP options of emulate.c's list, as last set (or the TCP socket's) */
     uint8_t host_tcp;    /* grafted onto a host TCP connection to another host: its TCP options are real */
     uint8_t registering; /* listener: a thread is registering it right now */
     uint16_t port;       /* listener: its TCP port */

@@ -206,8 +206,7 @@ static int graft(int ctl, int fd, int role, struct in_addr peer, uint16_t peer_p
     }
     e->kind = FF_GRAFTED;
     e->nodelay = facts.nodelay;
-    memcpy(e->keepalive, facts.keepalive, sizeof e->keepalive);
-    e->user_timeout = facts.user_timeout;
+    memcpy(e->tcp_kept, facts.tcp_kept, sizeof e->tcp_kept);
     /* Across hosts the router hands over a real TCP connection: what the app set on its socket holds. */
     e->host_tcp = int_option(fd, SOL_SOCKET, SO_DOMAIN) != AF_UNIX;
     if (e->host_tcp) {
