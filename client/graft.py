@@ -22,7 +22,10 @@ from freeflow.router import protocol as p
 log = logging.getLogger(__name__)
 
 ROUTER_TIMEOUT = 2.0  # above the router's own graft wait, so the router decides, not this side
-CONNECT_TIMEOUT = 5.0
+# A non-blocking socket belongs to an event loop that must not stall: its kernel connect and the server's
+# accept together get this long to be grafted, then the connection stays on the overlay (the preload's
+# FF_NONBLOCK_MS).
+NONBLOCKING_BUDGET = 0.1
 HANDSHAKE = b"\x01"
 
 
@@ -154,20 +157,23 @@ def _swap(app: socket.socket, new: socket.socket) -> None:
     app.settimeout(timeout)
 
 
-def _connect_kernel(sock: socket.socket, address: tuple[str, int], wait: bool) -> None:
+def _connect_kernel(sock: socket.socket, address: tuple[str, int], wait_until: float | None) -> None:
     """connect() for real, with socket.connect's semantics (BlockingIOError on a non-blocking socket).
 
-    With `wait`, a non-blocking socket waits (bounded) for the connection instead: the graft needs it.
+    With `wait_until`, a non-blocking socket waits until then for the connection, which the graft needs;
+    one still connecting after that raises BlockingIOError as socket.connect would have at once. A blocking
+    socket connects as it always does.
     """
-    if not wait or sock.gettimeout() != 0:
+    if wait_until is None or sock.gettimeout() != 0:
         sock.connect(address)
         return
     code = sock.connect_ex(address)
     if code in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
         poller = select.poll()
         poller.register(sock, select.POLLOUT)
-        ready = poller.poll(CONNECT_TIMEOUT * 1000)
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if ready else errno.ETIMEDOUT
+        if not poller.poll(max(0.0, wait_until - time.monotonic()) * 1000):
+            raise BlockingIOError(errno.EINPROGRESS, os.strerror(errno.EINPROGRESS))
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if code not in (0, errno.EISCONN):
         raise OSError(code, os.strerror(code))
 
@@ -182,7 +188,8 @@ def connect(sock: socket.socket, address: tuple[str, int]) -> bool:
     if control is None:
         sock.connect(address)
         return False
-    with control:
+    deadline = time.monotonic() + NONBLOCKING_BUDGET if sock.gettimeout() == 0 else None
+    with control:  # closing it tells the router this client no longer waits
         try:
             if sock.getsockname()[1] == 0:
                 sock.bind(("0.0.0.0", 0))
@@ -190,9 +197,14 @@ def connect(sock: socket.socket, address: tuple[str, int]) -> bool:
         except (Fallback, OSError, p.ProtocolError):
             verdict = None
         go = isinstance(verdict, p.VerdictReply) and verdict.verdict == p.Verdict.GO
-        _connect_kernel(sock, address, wait=go)
+        _connect_kernel(sock, address, deadline if go else None)
         if not go:
             return False
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            control.settimeout(left)
         return _graft(control, sock, p.Role.CLIENT, address, sock.getsockname()[1])
 
 

@@ -96,6 +96,7 @@ class Flow:
     deadline: float
     waiting: dict[int, Conn] = field(default_factory=dict)  # role -> control connection
     remote_host: str = ""
+    announcer: Conn = None  # the client's control connection that sent INTENT: the flow ends with it
 
 
 @dataclass
@@ -218,7 +219,7 @@ class Broker:
             return [Reply(conn, overlay(p.Reason.NO_LISTENER))]
         mine, server = pair
         key = (mine.network_id, mine.ip, msg.src_port, server.ip, msg.dst_port)
-        self.flows[key] = Flow(key, sandbox, server.sandbox, now + self.intent_ttl)
+        self.flows[key] = Flow(key, sandbox, server.sandbox, now + self.intent_ttl, announcer=conn)
         return [Reply(conn, GO)]
 
     def _remote_intent(self, conn: Conn, sandbox: str, msg: p.Intent, now: float) -> list[Action]:
@@ -231,7 +232,7 @@ class Broker:
             self.overlay_decisions += 1
             return [Reply(conn, overlay(p.Reason.NO_LISTENER))]
         key = (mine.network_id, mine.ip, msg.src_port, msg.dst_ip, msg.dst_port)
-        self.flows[key] = Flow(key, sandbox, "", now + self.intent_ttl, remote_host=host)
+        self.flows[key] = Flow(key, sandbox, "", now + self.intent_ttl, remote_host=host, announcer=conn)
         return [Reply(conn, GO)]
 
     def listen(self, conn: Conn, sandbox: str, msg: p.Listen) -> list[Reply]:
@@ -463,7 +464,8 @@ class Broker:
     # Housekeeping.
 
     def closed(self, conn: Conn) -> list[Reply]:
-        """`conn` went away: its listeners end, and a flow it waited in falls back to the overlay."""
+        """`conn` went away: its listeners end, and a flow it announced or waited in falls back to the overlay
+        (a client that gave up before its GRAFT must not keep the server's accept waiting)."""
         for key in [k for k, conns in self.listeners.items() if conn in conns]:
             self.listeners[key].discard(conn)
             if not self.listeners[key]:
@@ -472,7 +474,8 @@ class Broker:
             del self.channel_listeners[key]
         for flow_key in [k for k, half in self.remote_halves.items() if half.conn == conn]:
             del self.remote_halves[flow_key]
-        return self._drop_flows([f for f in self.flows.values() if conn in f.waiting.values()], skip=conn)
+        ended = [f for f in self.flows.values() if conn == f.announcer or conn in f.waiting.values()]
+        return self._drop_flows(ended, skip=conn)
 
     def expire(self, now: float | None = None) -> list[Reply]:
         """Flows past their deadline fall back to the overlay; whoever waits is told so. A remote router's

@@ -84,11 +84,11 @@ static int bind_ephemeral(int fd, int family)
     return bind(fd, (struct sockaddr *)&any, len);
 }
 
-/* A non-blocking connect() in progress: wait (bounded) for it. 0 when connected, else the error the app
- * would find in SO_ERROR, or EINPROGRESS when it is still going. */
-static int finish_connect(int fd)
+/* A non-blocking connect() in progress: wait for it until `deadline`. 0 when connected, else the error the
+ * app would find in SO_ERROR, or EINPROGRESS when it is still going. */
+static int finish_connect(int fd, uint64_t deadline)
 {
-    if (ff_wait(fd, POLLOUT, ff_now_ms() + FF_CONNECT_MS) <= 0)
+    if (ff_wait(fd, POLLOUT, deadline) <= 0)
         return EINPROGRESS;
     int error = int_option(fd, SOL_SOCKET, SO_ERROR);
     return error < 0 ? errno : error;
@@ -170,13 +170,14 @@ static int swap(int fd, int s)
     return 1;
 }
 
-/* Ask for the socket pair on `ctl`, check it with the peer, and swap it in under `fd`. 1 when grafted. */
-static int graft(int ctl, int fd, int role, struct in_addr peer, uint16_t peer_port, uint16_t port)
+/* Ask for the socket pair on `ctl` (waiting at most `timeout_ms`), check it with the peer, and swap it in
+ * under `fd`. 1 when grafted. */
+static int graft(int ctl, int fd, int role, struct in_addr peer, uint16_t peer_port, uint16_t port, int timeout_ms)
 {
     struct ff_fd *e = ff_fd_slot(fd);
     if (!e)
         return 0;
-    int s = ff_router_graft(ctl, role, peer, peer_port, port);
+    int s = ff_router_graft(ctl, role, peer, peer_port, port, timeout_ms);
     if (s < 0) {
         ff_debug("fd %d: the router leaves " FF_ADDR_FMT " on the overlay", fd, FF_ADDR_ARGS(peer, peer_port));
         return 0;
@@ -245,16 +246,23 @@ int ff_graft_connect(int fd, const struct sockaddr *addr, socklen_t len, struct 
         goto plain_close;
     }
 
+    /* An event loop's socket gets a short budget for the whole graft; a blocking one waits for the router. */
+    int status = ff_real.fcntl(fd, F_GETFL);
+    int nonblocking = status >= 0 && (status & O_NONBLOCK);
+    uint64_t deadline = ff_now_ms() + (nonblocking ? FF_NONBLOCK_MS : FF_GRAFT_MS);
     int rc = ff_real.connect(fd, addr, len);
     int error = rc < 0 ? errno : 0;
     if (error == EINPROGRESS)
-        error = finish_connect(fd);
+        error = finish_connect(fd, deadline);
     if (error) {
-        ff_real.close(ctl);
+        ff_real.close(ctl); /* the router forgets the connection it was told of */
         errno = error;
         return -1;
     }
-    graft(ctl, fd, FF_ROLE_CLIENT, ip, port, sport);
+    if (!nonblocking)
+        graft(ctl, fd, FF_ROLE_CLIENT, ip, port, sport, FF_GRAFT_MS);
+    else if (ff_now_ms() < deadline)
+        graft(ctl, fd, FF_ROLE_CLIENT, ip, port, sport, (int)(deadline - ff_now_ms()));
     ff_real.close(ctl);
     /* A non-blocking socket reports the connect as in progress, as the app expects: it then finds the
      * socket writable and SO_ERROR 0, grafted or not. */
@@ -372,7 +380,7 @@ void ff_graft_accepted(int listener, int fd)
     int ctl = ff_router_open();
     if (ctl < 0)
         goto out;
-    graft(ctl, fd, FF_ROLE_SERVER, ip, peer_port, l->port);
+    graft(ctl, fd, FF_ROLE_SERVER, ip, peer_port, l->port, FF_GRAFT_MS);
     ff_real.close(ctl);
 out:
     errno = saved;

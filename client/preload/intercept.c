@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -24,8 +25,8 @@
 
 #define FF_EXPORT __attribute__((visibility("default")))
 
-/* socket: unchanged, except that a stale entry under the new number (a close we never saw, e.g. through
- * fclose or a raw syscall) is forgotten, so the new socket is not taken for what the old fd was. */
+/* socket: unchanged, except that a stale entry under the new number (a close we never saw, e.g. a raw
+ * syscall) is forgotten, so the new socket is not taken for what the old fd was. */
 FF_EXPORT int socket(int domain, int type, int protocol)
 {
     FF_INIT();
@@ -36,6 +37,20 @@ FF_EXPORT int socket(int domain, int type, int protocol)
         errno = saved;
     }
     return fd;
+}
+
+/* socketpair: unchanged, except that stale entries under the two new numbers are forgotten, as for socket. */
+FF_EXPORT int socketpair(int domain, int type, int protocol, int fds[2])
+{
+    FF_INIT();
+    int rc = ff_real.socketpair(domain, type, protocol, fds);
+    if (rc == 0) {
+        int saved = errno;
+        ff_fd_forget(fds[0]);
+        ff_fd_forget(fds[1]);
+        errno = saved;
+    }
+    return rc;
 }
 
 /* connect: a TCP socket connecting to an IPv4 address another container may have asks the router first
@@ -109,6 +124,20 @@ FF_EXPORT int close(int fd)
     ff_fd_forget(fd);
     errno = saved;
     return ff_real.close(fd);
+}
+
+/* fclose: as close, for the stream's descriptor (a socket the app wrapped with fdopen): libc closes it
+ * without calling close(). Forgotten before, while the number cannot yet be reused by another thread. */
+FF_EXPORT int fclose(FILE *stream)
+{
+    FF_INIT();
+    int fd = stream ? fileno(stream) : -1;
+    if (fd >= 0) {
+        int saved = errno;
+        ff_fd_forget(fd);
+        errno = saved;
+    }
+    return ff_real.fclose(stream);
 }
 
 /* close_range: as close, for every fd in the range (unless it only sets close-on-exec). */

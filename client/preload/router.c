@@ -101,7 +101,8 @@ static void take_fds(struct msghdr *msg, int *fd)
     }
 }
 
-static int recv_exact(int ctl, void *buf, size_t len, int *fd, uint64_t deadline)
+/* `blame`: a timeout means the router is stuck, so new connections skip it for a while. */
+static int recv_exact(int ctl, void *buf, size_t len, int *fd, uint64_t deadline, int blame)
 {
     unsigned char *at = buf;
     while (len) {
@@ -125,7 +126,7 @@ static int recv_exact(int ctl, void *buf, size_t len, int *fd, uint64_t deadline
             return -1;
         } else {
             int ready = ff_wait(ctl, POLLIN, deadline);
-            if (ready == 0) {
+            if (ready == 0 && blame) {
                 ff_debug("the router did not answer in time: skipping it for %d ms", QUIET_MS);
                 __atomic_store_n(&quiet_until, ff_now_ms() + QUIET_MS, __ATOMIC_RELAXED);
             }
@@ -137,7 +138,8 @@ static int recv_exact(int ctl, void *buf, size_t len, int *fd, uint64_t deadline
 }
 
 /* Send one request and read one reply; -1 on anything unexpected (the caller falls back). */
-static int request(int ctl, uint8_t op, const void *body, uint32_t len, struct reply *out, int timeout_ms)
+static int request(int ctl, uint8_t op, const void *body, uint32_t len, struct reply *out, int timeout_ms,
+                   int blame)
 {
     uint64_t deadline = ff_now_ms() + (uint64_t)timeout_ms;
     unsigned char message[sizeof(struct ff_header) + MAX_BODY];
@@ -149,7 +151,7 @@ static int request(int ctl, uint8_t op, const void *body, uint32_t len, struct r
         return -1;
 
     out->fd = -1;
-    if (recv_exact(ctl, &header, sizeof header, &out->fd, deadline) < 0)
+    if (recv_exact(ctl, &header, sizeof header, &out->fd, deadline, blame) < 0)
         goto fail;
     if (le16toh(header.magic) != FF_MAGIC || header.version != FF_VERSION)
         goto fail;
@@ -157,7 +159,7 @@ static int request(int ctl, uint8_t op, const void *body, uint32_t len, struct r
     uint32_t length = le32toh(header.length);
     if (header.op == FF_OP_VERDICT && length == sizeof(struct ff_verdictreply)) {
         struct ff_verdictreply verdict;
-        if (recv_exact(ctl, &verdict, sizeof verdict, &out->fd, deadline) < 0)
+        if (recv_exact(ctl, &verdict, sizeof verdict, &out->fd, deadline, blame) < 0)
             goto fail;
         if (verdict.verdict != FF_VERDICT_OVERLAY && verdict.verdict != FF_VERDICT_GO &&
             verdict.verdict != FF_VERDICT_REFUSED)
@@ -165,7 +167,7 @@ static int request(int ctl, uint8_t op, const void *body, uint32_t len, struct r
         out->verdict = verdict.verdict;
     } else if (header.op == FF_OP_GRAFTED && length == sizeof(struct ff_graftedreply)) {
         struct ff_graftedreply grafted;
-        if (recv_exact(ctl, &grafted, sizeof grafted, &out->fd, deadline) < 0)
+        if (recv_exact(ctl, &grafted, sizeof grafted, &out->fd, deadline, blame) < 0)
             goto fail;
     } else {
         ff_debug("unexpected reply op %u length %u from the router", header.op, length);
@@ -186,14 +188,15 @@ int ff_router_intent(int ctl, struct in_addr dst, uint16_t dst_port, uint16_t sr
     intent.dst_port = htole16(dst_port);
     intent.src_port = htole16(src_port);
     struct reply reply;
-    if (request(ctl, FF_OP_INTENT, &intent, sizeof intent, &reply, FF_REPLY_MS) < 0)
+    if (request(ctl, FF_OP_INTENT, &intent, sizeof intent, &reply, FF_REPLY_MS, 1) < 0)
         return -1;
     if (reply.fd >= 0)
         ff_real.close(reply.fd);
     return reply.op == FF_OP_VERDICT ? reply.verdict : -1;
 }
 
-int ff_router_graft(int ctl, int role, struct in_addr peer, uint16_t peer_port, uint16_t local_port)
+int ff_router_graft(int ctl, int role, struct in_addr peer, uint16_t peer_port, uint16_t local_port,
+                    int timeout_ms)
 {
     struct ff_graft graft;
     memset(&graft, 0, sizeof graft);
@@ -202,7 +205,7 @@ int ff_router_graft(int ctl, int role, struct in_addr peer, uint16_t peer_port, 
     graft.peer_port = htole16(peer_port);
     graft.local_port = htole16(local_port);
     struct reply reply;
-    if (request(ctl, FF_OP_GRAFT, &graft, sizeof graft, &reply, FF_GRAFT_MS) < 0)
+    if (request(ctl, FF_OP_GRAFT, &graft, sizeof graft, &reply, timeout_ms, timeout_ms >= FF_GRAFT_MS) < 0)
         return -1;
     if (reply.op == FF_OP_GRAFTED && reply.fd >= 0)
         return reply.fd;
@@ -215,7 +218,7 @@ int ff_router_listen(int ctl, uint16_t port, uint16_t backlog)
 {
     struct ff_listen listen = {.port = htole16(port), .backlog = htole16(backlog)};
     struct reply reply;
-    if (request(ctl, FF_OP_LISTEN, &listen, sizeof listen, &reply, FF_REPLY_MS) < 0)
+    if (request(ctl, FF_OP_LISTEN, &listen, sizeof listen, &reply, FF_REPLY_MS, 1) < 0)
         return -1;
     if (reply.fd >= 0)
         ff_real.close(reply.fd);

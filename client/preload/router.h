@@ -16,8 +16,9 @@
 /* The one-byte handshake on a new socket: both ends got theirs together, so this only runs out when
  * something is badly wrong. */
 #define FF_HANDSHAKE_MS 2000
-/* A non-blocking connect() we finish ourselves before asking for the graft. */
-#define FF_CONNECT_MS 2000
+/* A non-blocking socket belongs to an event loop that must not stall: its TCP connect and the server's
+ * accept together get this long to be grafted, after which the connection simply stays on the overlay. */
+#define FF_NONBLOCK_MS 100
 /* A listener the router did not take is offered again at most this often (on accept). */
 #define FF_RETRY_MS 1000
 
@@ -28,8 +29,10 @@ int ff_router_open(void);
 /* INTENT(dst, src_port): the router's FF_VERDICT_*, or -1 when it did not answer in time. */
 int ff_router_intent(int ctl, struct in_addr dst, uint16_t dst_port, uint16_t src_port);
 
-/* GRAFT: the new connected socket (close-on-exec) when the router pairs us, else -1 (overlay). */
-int ff_router_graft(int ctl, int role, struct in_addr peer, uint16_t peer_port, uint16_t local_port);
+/* GRAFT: the new connected socket (close-on-exec) when the router pairs us within `timeout_ms`, else -1
+ * (overlay). A timeout shorter than FF_GRAFT_MS is the caller's own budget, not a sign of a hung router. */
+int ff_router_graft(int ctl, int role, struct in_addr peer, uint16_t peer_port, uint16_t local_port,
+                    int timeout_ms);
 
 /* LISTEN(port, backlog): 0 when the router took the registration. */
 int ff_router_listen(int ctl, uint16_t port, uint16_t backlog);

@@ -28,11 +28,13 @@ void ff_runtime_init(void)
     int saved = errno;
     /* Concurrent first calls may both get here: they store the same values. */
     ff_real.socket = dlsym(RTLD_NEXT, "socket");
+    ff_real.socketpair = dlsym(RTLD_NEXT, "socketpair");
     ff_real.connect = dlsym(RTLD_NEXT, "connect");
     ff_real.listen = dlsym(RTLD_NEXT, "listen");
     ff_real.accept = dlsym(RTLD_NEXT, "accept");
     ff_real.accept4 = dlsym(RTLD_NEXT, "accept4");
     ff_real.close = dlsym(RTLD_NEXT, "close");
+    ff_real.fclose = dlsym(RTLD_NEXT, "fclose");
     ff_real.close_range = dlsym(RTLD_NEXT, "close_range");
     ff_real.closefrom = dlsym(RTLD_NEXT, "closefrom");
     ff_real.dup = dlsym(RTLD_NEXT, "dup");

@@ -4,6 +4,7 @@
 #define FREEFLOW_RUNTIME_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -12,11 +13,13 @@
  * own interposed symbols. */
 struct ff_libc {
     int (*socket)(int, int, int);
+    int (*socketpair)(int, int, int, int[2]);
     int (*connect)(int, const struct sockaddr *, socklen_t);
     int (*listen)(int, int);
     int (*accept)(int, struct sockaddr *, socklen_t *);
     int (*accept4)(int, struct sockaddr *, socklen_t *, int);
     int (*close)(int);
+    int (*fclose)(FILE *);
     int (*close_range)(unsigned int, unsigned int, int); /* NULL before glibc 2.34 */
     void (*closefrom)(int);                              /* NULL before glibc 2.34 */
     int (*dup)(int);

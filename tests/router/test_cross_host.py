@@ -65,6 +65,15 @@ CLIENT = textwrap.dedent("""
     print(grafted, server_grafted, server_peer, digest == hashlib.sha256(data).hexdigest(), flush=True)
 """)
 
+# Opens a connection and keeps it open, idle, until stdin closes.
+HOLDING_CLIENT = textwrap.dedent("""
+    import socket, sys
+    from freeflow.client import graft
+    sock = socket.socket()
+    print(graft.connect(sock, (sys.argv[1], 7000)), flush=True)
+    sys.stdin.read()
+""")
+
 CHANNEL_SERVER = textwrap.dedent("""
     import hashlib
     from freeflow.client import Channel
@@ -215,8 +224,13 @@ def test_a_connection_to_another_host_is_grafted_onto_host_tcp(two_hosts) -> Non
 
         wait_for(grafted, 10, "a connection from host A to be grafted")
         assert answer == ["True", "True", "127.0.0.2", "True"], "the server's real peer is host A's router"
-        paths = [c["path"] for c in status(host_a)["sandboxes"][f"/run/netns/{a}"]["connections"]]
-        assert "grafted (host TCP)" in paths or not paths, paths  # gone once both ends closed
+        held = in_ns(host_a, a, HOLDING_CLIENT, f"{SUBNET}.2")
+        try:
+            assert held.stdout is not None and held.stdout.readline().strip() == "True"
+            paths = [c["path"] for c in status(host_a)["sandboxes"][f"/run/netns/{a}"]["connections"]]
+            assert paths == ["grafted (host TCP)"], "the open connection, and only it (the others ended)"
+        finally:
+            held.communicate("", timeout=10)
     finally:
         server.kill()
 

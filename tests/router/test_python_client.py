@@ -164,6 +164,41 @@ def test_asyncio_streams_are_grafted(lab):
     assert sorted(tuple(r["peername"]) for r in accepted) == sorted(tuple(r["local"]) for r in reports)
 
 
+def test_an_event_loop_is_not_stalled_by_a_slow_accept(lab):
+    """asyncio's connect gives the graft a short budget, then stays on TCP: with a server whose accept comes
+    2 s late (and a router that would wait 10 s for it), the loop goes on, the data arrives intact, and the
+    next connection, accepted at once, is grafted."""
+    lab.extra_env["FREEFLOW_GRAFT_WAIT"] = "10"
+    a, b = hosts(lab)
+    slow = SERVER.replace('print("listening", flush=True)', 'print("listening", flush=True); time.sleep(2)')
+    server = serve(lab, b, slow.format(setup=INSTALL, port=7350))
+    client_code = PRELUDE + textwrap.dedent("""
+        async def one():
+            data = os.urandom(1_000_000)
+            started = time.monotonic()
+            reader, writer = await asyncio.open_connection("10.213.0.2", 7350)
+            result = report(writer.get_extra_info("socket"), seconds=time.monotonic() - started)
+            writer.write(data)
+            writer.write_eof()
+            result["ok"] = (await reader.read()).decode() == hashlib.sha256(data).hexdigest()
+            writer.close()
+            return result
+
+        async def main():
+            for _ in range(2):
+                print(json.dumps(await one()), flush=True)
+
+        assert ff.install()
+        asyncio.run(main())
+    """)
+    first, second = [json.loads(line) for line in lab.python(a, client_code).splitlines()]
+    accepted = finish(server)
+    assert first["ok"] and not first["unix"], lab.router_log()
+    assert first["seconds"] < 1.0, "the event loop waited for the server's accept"
+    assert second["ok"] and second["unix"], lab.router_log()
+    assert [r["unix"] for r in accepted] == [False, True]
+
+
 def test_explicit_sockets_without_install(lab):
     a, b = hosts(lab)
     server_code = textwrap.dedent("""

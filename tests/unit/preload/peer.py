@@ -4,12 +4,16 @@ They use only the socket module (so every call goes through libc and the library
 line per connection. Whether a connection really is grafted is asked of the kernel with a raw getsockopt
 system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a grafted socket.
 
-  peer.py server PORT [COUNT] [fork]    listen on 0.0.0.0:PORT, answer each connection with the sha256
-                                        of what it sent; `fork`: a child accepts, the parent closes
+  peer.py server PORT [COUNT] [fork|slow]
+                                        listen on 0.0.0.0:PORT, answer each connection with the sha256
+                                        of what it sent; `fork`: a child accepts, the parent closes;
+                                        `slow`: the first accept comes only after SLOW_ACCEPT_S
   peer.py client IP PORT SIZE [MODE]    send SIZE random bytes, check the digest; MODE: blocking (default),
                                         epoll (non-blocking connect, then epoll), epoll-first (the socket
                                         is in epoll before connect, edge-triggered, as nginx does),
-                                        sendto (blocking, every send names the peer, as sockperf does)
+                                        sendto (blocking, every send names the peer, as sockperf does),
+                                        fclose (blocking, closed through fdopen and fclose, then the
+                                        number reused by a pipe, which must not answer as a socket)
 """
 
 from __future__ import annotations
@@ -72,10 +76,16 @@ def serve_one(listener: socket.socket) -> None:
         print(json.dumps({**line, "accepted_addr": list(addr)}), flush=True)
 
 
-def server(port: int, count: int = 1, fork: bool = False) -> None:
+SLOW_ACCEPT_S = 2.0
+
+
+def server(port: int, count: int = 1, how: str = "") -> None:
     listener = socket.create_server(("0.0.0.0", port))
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # accepted sockets inherit it
     print(json.dumps({"listening": port}), flush=True)
+    if how == "slow":  # a busy event loop: clients connect (the kernel completes it) long before the accept
+        time.sleep(SLOW_ACCEPT_S)
+    fork = how == "fork"
     if fork:
         child = os.fork()
         if child == 0:
@@ -135,7 +145,7 @@ def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, 6)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
     started = time.monotonic()
-    if mode in ("blocking", "sendto"):
+    if mode in ("blocking", "sendto", "fclose"):
         sock.connect((ip, port))
         connected = time.monotonic() - started
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -159,13 +169,34 @@ def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
         line.update(facts(sock))
         answer = transfer_epoll(sock, ep, data) if writable else b""
     line.update(digest_ok=answer.decode() == hashlib.sha256(data).hexdigest(), connect_seconds=connected)
+    if mode == "fclose":
+        line["after_fclose"] = closed_by_fclose(sock)
+    else:
+        sock.close()
     print(json.dumps(line), flush=True)
-    sock.close()
+
+
+def closed_by_fclose(sock: socket.socket) -> dict[str, object]:
+    """Close `sock` as a C program that wrapped it in a FILE does, then reuse its number for a socket pair."""
+    _libc.fdopen.restype = ctypes.c_void_p
+    _libc.fclose.argtypes = [ctypes.c_void_p]
+    fd = sock.detach()
+    stream = _libc.fdopen(fd, b"r+")
+    if not stream or _libc.fclose(stream) != 0:
+        raise OSError(ctypes.get_errno(), "fdopen/fclose")
+    read_end, write_end = os.pipe()  # the lowest free number: the socket's
+    value, size = ctypes.c_int(0), ctypes.c_uint32(4)
+    rc = _libc.getsockopt(read_end, socket.SOL_SOCKET, socket.SO_DOMAIN, ctypes.byref(value), ctypes.byref(size))
+    said = errno.errorcode.get(ctypes.get_errno(), "?") if rc else value.value
+    answer = {"same_fd": read_end == fd, "getsockopt": said}
+    os.close(read_end)
+    os.close(write_end)
+    return answer
 
 
 if __name__ == "__main__":
     role, *args = sys.argv[1:]
     if role == "server":
-        server(int(args[0]), int(args[1]) if len(args) > 1 else 1, len(args) > 2 and args[2] == "fork")
+        server(int(args[0]), int(args[1]) if len(args) > 1 else 1, args[2] if len(args) > 2 else "")
     else:
         client(args[0], int(args[1]), int(args[2]), *args[3:])

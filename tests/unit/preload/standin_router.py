@@ -2,7 +2,8 @@
 
 Speaks freeflow.router.protocol and pairs INTENT/GRAFT by (client port, server port), everything being in
 one namespace. Modes: `go` (pair whatever asks), `overlay` (never graft), `silent` (accept, never answer),
-`half` (on a pair, give only the client its end). Prints one JSON line per event on stdout.
+`half` (on a pair, give only the client its end). Prints one JSON line per event on stdout. The wait for
+the second GRAFT of a pair is STANDIN_GRAFT_WAIT seconds (0.5 by default, as the router's).
 
 Run: python3 standin_router.py MODE   (prints {"event": "ready"} once bound)
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import array
 import json
+import os
 import selectors
 import socket
 import sys
@@ -18,7 +20,7 @@ import time
 
 from freeflow.router import protocol as p
 
-GRAFT_WAIT = 0.5
+GRAFT_WAIT = float(os.environ.get("STANDIN_GRAFT_WAIT", "0.5"))
 
 
 def say(**event: object) -> None:

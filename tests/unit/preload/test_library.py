@@ -51,9 +51,9 @@ class Namespace:
         return subprocess.Popen(["ip", "netns", "exec", self.name, sys.executable, *argv], env=environ,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def router(self, mode: str) -> subprocess.Popen[str]:
+    def router(self, mode: str, **env: str) -> subprocess.Popen[str]:
         router = self.run(str(HERE / "standin_router.py"), mode, preload=False,
-                          PYTHONPATH=str(Path(__file__).parents[3]))
+                          PYTHONPATH=str(Path(__file__).parents[3]), **env)
         assert router.stdout is not None
         assert json.loads(router.stdout.readline()) == {"event": "ready"}, router.stderr.read()
         return router
@@ -139,6 +139,36 @@ def test_connections_are_grafted_and_still_look_like_tcp(netns: Namespace, mode:
     if mode.startswith("epoll"):
         assert line["connect_errno"] == "EINPROGRESS" and line["writable"] and line["so_error"] == 0
     assert "grafted" in [event["event"] for event in stop(router)]
+
+
+def test_a_non_blocking_connect_does_not_wait_for_a_slow_accept(netns: Namespace) -> None:
+    """An event loop's connect gets a short budget (FF_NONBLOCK_MS) for the graft, then stays on TCP; the
+    router is not blamed for it, so the next connection is grafted again. Here the router would wait 30 s
+    for the server's accept, which comes 2 s late: before, the connect stalled 2 s and the library then
+    skipped the router for 5 s."""
+    router = netns.router("go", STANDIN_GRAFT_WAIT="30")
+    server = netns.server("2", "slow")
+    first = netns.client(1_000_000, "epoll")
+    second = netns.client(1_000_000)
+    lines = finish(server)
+    events = stop(router)
+    assert first["connect_errno"] == "EINPROGRESS" and not first["grafted"], events
+    assert first["connect_seconds"] < 1.0, "the event loop waited for the server's accept"
+    assert_passes_for_tcp(first)
+    assert second["grafted"], events
+    assert [line["grafted"] for line in lines] == [False, True]
+
+
+def test_a_grafted_socket_closed_through_fclose_leaves_nothing_behind(netns: Namespace) -> None:
+    """libc's fclose closes the descriptor without close(): the library must still forget the graft, or the
+    next socket under that number would answer as the old TCP connection."""
+    router = netns.router("go")
+    server = netns.server()
+    line = netns.client(100_000, "fclose")
+    finish(server)
+    assert line["grafted"], stop(router)
+    assert line["after_fclose"] == {"same_fd": True, "getsockopt": "ENOTSOCK"}
+    stop(router)
 
 
 def test_a_forked_child_accepts_on_the_parents_registration(netns: Namespace) -> None:

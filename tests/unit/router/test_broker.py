@@ -49,6 +49,24 @@ def test_the_two_real_ends_get_the_two_ends_of_one_pair():
         close_fds(actions)
 
 
+def test_a_client_that_gives_up_before_its_graft_does_not_keep_the_server_waiting():
+    """A non-blocking client whose budget ran out closes its control connection after INTENT: the server's
+    GRAFT, when its accept comes, is told "overlay" at once instead of waiting for a client that is gone."""
+    broker = pending_flow()
+    assert broker.closed("someone-else") == [] and len(broker.flows) == 1, "another connection ends nothing"
+    assert broker.closed("a") == []
+    assert broker.flows == {}
+    claim = p.Graft(p.Role.SERVER, CLIENT.ip, CLIENT_PORT, SERVER_PORT)
+    assert_overlay_without_a_socket(broker.graft("b", SERVER.sandbox, claim), "b")
+
+
+def test_a_client_that_gives_up_while_the_server_waits_sends_the_server_to_the_overlay():
+    broker = pending_flow()
+    assert broker.graft("b", SERVER.sandbox, p.Graft(p.Role.SERVER, CLIENT.ip, CLIENT_PORT, SERVER_PORT)) == []
+    assert_overlay_without_a_socket(broker.closed("a"), "b")
+    assert broker.flows == {}
+
+
 def test_a_neighbour_cannot_take_the_servers_end():
     """C, on the same network, sends exactly the GRAFT that B would send."""
     broker = pending_flow()
