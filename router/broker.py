@@ -281,6 +281,7 @@ class Broker:
             return []
         del self.flows[key]
         client_end, server_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        _name_ends(client_end, server_end, key)
         self.grafts.append(GraftRecord(key, flow.client_sandbox, flow.server_sandbox,
                                        (_inode(client_end), _inode(server_end)), time.time()))
         _, client_ip, client_port, server_ip, server_port = key
@@ -517,6 +518,18 @@ class Broker:
             del self.listeners[key]
         for key in [k for k in self.channel_listeners if k[0] == sandbox]:
             del self.channel_listeners[key]
+
+
+def _name_ends(client_end: socket.socket, server_end: socket.socket, key: FlowKey) -> None:
+    """Bind each end of a new pair to the name of the TCP connection it stands for (protocol.graft_end_name),
+    by which the library knows a grafted socket that crossed exec."""
+    _, client_ip, client_port, server_ip, server_port = key
+    client, server, tag = (client_ip, client_port), (server_ip, server_port), os.urandom(4).hex()
+    try:
+        client_end.bind(p.graft_end_name(client, server, tag))
+        server_end.bind(p.graft_end_name(server, client, tag))
+    except OSError as exc:  # a tag drawn twice: only a program that execs with the socket notices
+        log.warning("cannot name the socket pair of %s:%d -> %s:%d: %s", *client, *server, exc)
 
 
 def _inode(sock: socket.socket) -> int:

@@ -2,13 +2,16 @@
  *
  * Everything else (read, write, send, recv, recvfrom, recvmsg, shutdown, poll, select, epoll_wait,
  * sendfile, splice, ioctl FIONREAD) works unchanged on a grafted socket: it is a connected AF_UNIX stream
- * socket. With FREEFLOW_DISABLE=1 every call below goes straight to libc. */
+ * socket. A unix socket the library does not know (it crossed exec) is recognised as grafted by its name
+ * when a real getsockname, getpeername, getsockopt, setsockopt, sendto or sendmsg shows it to be unix.
+ * With FREEFLOW_DISABLE=1 every call below goes straight to libc. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -17,6 +20,7 @@
 #include "emulate.h"
 #include "fdtable.h"
 #include "graft.h"
+#include "recognise.h"
 #include "runtime.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
@@ -240,24 +244,40 @@ FF_EXPORT int fcntl64(int fd, int cmd, ...)
     return fcntl_done(fd, cmd, arg, ff_real.fcntl64(fd, cmd, arg));
 }
 
+/* A descriptor the library does not know turned out to be a unix socket: it may be a grafted one that
+ * crossed exec (recognise.h). Its entry if so. */
+static struct ff_fd *crossed_exec(int fd)
+{
+    return ff_disabled ? NULL : ff_recognise(fd);
+}
+
+/* getsockname and getpeername: a grafted socket answers the TCP connection's addresses, not unix ones. */
+static int name(int fd, struct sockaddr *addr, socklen_t *len, int local)
+{
+    const struct ff_fd *e = ff_fd_of(fd, FF_GRAFTED);
+    if (e && addr && len)
+        return ff_grafted_name(e, local, addr, len);
+    socklen_t room = len ? *len : 0;
+    int rc = local ? ff_real.getsockname(fd, addr, len) : ff_real.getpeername(fd, addr, len);
+    if (rc == 0 && room >= sizeof(sa_family_t) && addr->sa_family == AF_UNIX && (e = crossed_exec(fd))) {
+        *len = room;
+        return ff_grafted_name(e, local, addr, len);
+    }
+    return rc;
+}
+
 /* getsockname: a grafted socket answers the TCP connection's local address, not an unnamed unix one. */
 FF_EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
 {
     FF_INIT();
-    const struct ff_fd *e = ff_fd_of(fd, FF_GRAFTED);
-    if (e && addr && len)
-        return ff_grafted_name(e, 1, addr, len);
-    return ff_real.getsockname(fd, addr, len);
+    return name(fd, addr, len, 1);
 }
 
 /* getpeername: a grafted socket answers the TCP peer's address. */
 FF_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
 {
     FF_INIT();
-    const struct ff_fd *e = ff_fd_of(fd, FF_GRAFTED);
-    if (e && addr && len)
-        return ff_grafted_name(e, 0, addr, len);
-    return ff_real.getpeername(fd, addr, len);
+    return name(fd, addr, len, 0);
 }
 
 /* getsockopt: a grafted socket says SO_DOMAIN AF_INET(6) and SO_PROTOCOL IPPROTO_TCP; TCP options read
@@ -269,7 +289,21 @@ FF_EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *le
     const struct ff_fd *e = ff_fd_of(fd, FF_GRAFTED);
     if (e)
         return ff_grafted_getsockopt(e, fd, level, name, value, len);
-    return ff_real.getsockopt(fd, level, name, value, len);
+    int saved = errno;
+    socklen_t room = len ? *len : 0;
+    int rc = ff_real.getsockopt(fd, level, name, value, len);
+    int said = 0; /* what an int option answered */
+    if (rc == 0 && level == SOL_SOCKET && *len >= sizeof said)
+        memcpy(&said, value, sizeof said);
+    int unix_socket = rc < 0 ? errno == EOPNOTSUPP && level != SOL_SOCKET
+                             : level == SOL_SOCKET && ((name == SO_DOMAIN && said == AF_UNIX) ||
+                                                       (name == SO_PROTOCOL && said == 0));
+    if (unix_socket && (e = crossed_exec(fd))) {
+        errno = saved;
+        *len = room;
+        return ff_grafted_getsockopt(e, fd, level, name, value, len);
+    }
+    return rc;
 }
 
 /* setsockopt: on a grafted socket, TCP and IP options succeed without effect (there is no TCP under it;
@@ -280,7 +314,13 @@ FF_EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen
     struct ff_fd *e = ff_fd_of(fd, FF_GRAFTED);
     if (e)
         return ff_grafted_setsockopt(e, fd, level, name, value, len);
-    return ff_real.setsockopt(fd, level, name, value, len);
+    int saved = errno;
+    int rc = ff_real.setsockopt(fd, level, name, value, len);
+    if (rc < 0 && errno == EOPNOTSUPP && level != SOL_SOCKET && (e = crossed_exec(fd))) {
+        errno = saved;
+        return ff_grafted_setsockopt(e, fd, level, name, value, len);
+    }
+    return rc;
 }
 
 /* epoll_ctl: unchanged, but remembers where each fd was added, because a graft replaces the socket under
@@ -309,18 +349,25 @@ FF_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const s
     FF_INIT();
     if (addr && ff_fd_of(fd, FF_GRAFTED))
         return ff_real.sendto(fd, buf, len, flags, NULL, 0);
-    return ff_real.sendto(fd, buf, len, flags, addr, addrlen);
+    ssize_t sent = ff_real.sendto(fd, buf, len, flags, addr, addrlen);
+    if (sent < 0 && addr && errno == EISCONN && crossed_exec(fd))
+        return ff_real.sendto(fd, buf, len, flags, NULL, 0);
+    return sent;
 }
 
 /* sendmsg: as sendto, for msg_name. */
 FF_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
     FF_INIT();
-    if (msg && msg->msg_name && ff_fd_of(fd, FF_GRAFTED)) {
-        struct msghdr unnamed = *msg;
-        unnamed.msg_name = NULL;
-        unnamed.msg_namelen = 0;
+    if (!msg || !msg->msg_name)
+        return ff_real.sendmsg(fd, msg, flags);
+    struct msghdr unnamed = *msg;
+    unnamed.msg_name = NULL;
+    unnamed.msg_namelen = 0;
+    if (ff_fd_of(fd, FF_GRAFTED))
         return ff_real.sendmsg(fd, &unnamed, flags);
-    }
-    return ff_real.sendmsg(fd, msg, flags);
+    ssize_t sent = ff_real.sendmsg(fd, msg, flags);
+    if (sent < 0 && errno == EISCONN && crossed_exec(fd))
+        return ff_real.sendmsg(fd, &unnamed, flags);
+    return sent;
 }

@@ -6,6 +6,7 @@
 #define FF_MAGIC 0xFF10
 #define FF_VERSION 1
 #define FF_SOCKET_NAME "freeflow"  /* abstract: a leading NUL */
+#define FF_GRAFT_NAME_PREFIX "freeflow-graft "  /* abstract: then "LOCAL_IP:PORT PEER_IP:PORT TAG" */
 
 #define FF_OP_INTENT 1
 #define FF_OP_GRAFT 2

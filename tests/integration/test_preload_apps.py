@@ -146,3 +146,38 @@ def test_python_asyncio_echo_through_the_preload_library(network, container):
     before = veth_bytes(client, net)
     assert docker("exec", client, "python3", "-c", ASYNCIO_CLIENT, server) == "True"
     assert veth_bytes(client, net) - before < 2 * MB, "the echo crossed the veth"
+
+
+# As inetd or sshd do: the accepted connection becomes a new program's stdin, which says who it talks to.
+INETD = textwrap.dedent("""
+    import os, socket, sys
+    child = "import json, socket; s = socket.socket(fileno=0); s.sendall(json.dumps([s.family, s.getpeername(), " \\
+            "s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)]).encode() + bytes(1) + bytes(5_000_000))"
+    srv = socket.create_server(("0.0.0.0", 7008))
+    while True:
+        conn, _ = srv.accept()
+        if os.fork() == 0:
+            os.dup2(conn.fileno(), 0)
+            os.execv(sys.executable, [sys.executable, "-c", child])
+        conn.close()
+""")
+
+INETD_CLIENT = textwrap.dedent("""
+    import json, socket, sys
+    sock = socket.create_connection((sys.argv[1], 7008))
+    answer = sock.makefile("rb").read()
+    family, peer, nodelay = json.loads(answer[:answer.index(0)])
+    print(family == socket.AF_INET and tuple(peer) == sock.getsockname() and nodelay == 0, len(answer))
+""")
+
+
+def test_a_grafted_connection_served_by_an_exec_ed_program_still_looks_like_tcp(network, container):
+    net = network("inetd")
+    server = container("srv", net, *PRELOAD)
+    client = container("cli", net, *PRELOAD)
+    docker("exec", "-d", server, "python3", "-c", INETD)
+    wait_for(lambda: listening(server, 7008), 20, "the inetd-like server to listen")
+    before = veth_bytes(client, net)
+    answers_as_tcp, received = docker("exec", client, "python3", "-c", INETD_CLIENT, server).split()
+    assert answers_as_tcp == "True" and int(received) > 5 * MB
+    assert veth_bytes(client, net) - before < MB, "the connection crossed the veth: not grafted"

@@ -4,10 +4,11 @@ They use only the socket module (so every call goes through libc and the library
 line per connection. Whether a connection really is grafted is asked of the kernel with a raw getsockopt
 system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a grafted socket.
 
-  peer.py server PORT [COUNT] [fork|slow]
+  peer.py server PORT [COUNT] [fork|slow|exec]
                                         listen on 0.0.0.0:PORT, answer each connection with the sha256
                                         of what it sent; `fork`: a child accepts, the parent closes;
-                                        `slow`: the first accept comes only after SLOW_ACCEPT_S
+                                        `slow`: the first accept comes only after SLOW_ACCEPT_S;
+                                        `exec`: the accepted socket is served by a new program (exec)
   peer.py client IP PORT SIZE [MODE]    send SIZE random bytes, check the digest; MODE: blocking (default),
                                         epoll (non-blocking connect, then epoll), epoll-first (the socket
                                         is in epoll before connect, edge-triggered, as nginx does),
@@ -65,15 +66,23 @@ def facts(sock: socket.socket) -> dict[str, object]:
     return line
 
 
-def serve_one(listener: socket.socket) -> None:
+def serve_one(listener: socket.socket, exec_after_accept: bool = False) -> None:
     conn, addr = listener.accept()
+    if exec_after_accept:  # as sshd or inetd: a new program serves the connection
+        fd = conn.detach()
+        os.set_inheritable(fd, True)
+        os.execv(sys.executable, [sys.executable, __file__, "exec-child", str(fd), json.dumps(list(addr))])
+    answer(conn, list(addr))
+
+
+def answer(conn: socket.socket, addr: list) -> None:
     with conn:
         line = facts(conn)
         digest = hashlib.sha256()
         while chunk := conn.recv(1 << 16):
             digest.update(chunk)
         conn.sendall(digest.hexdigest().encode())
-        print(json.dumps({**line, "accepted_addr": list(addr)}), flush=True)
+        print(json.dumps({**line, "accepted_addr": addr}), flush=True)
 
 
 SLOW_ACCEPT_S = 2.0
@@ -83,6 +92,8 @@ def server(port: int, count: int = 1, how: str = "") -> None:
     listener = socket.create_server(("0.0.0.0", port))
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # accepted sockets inherit it
     print(json.dumps({"listening": port}), flush=True)
+    if how == "exec":
+        serve_one(listener, exec_after_accept=True)
     if how == "slow":  # a busy event loop: clients connect (the kernel completes it) long before the accept
         time.sleep(SLOW_ACCEPT_S)
     fork = how == "fork"
@@ -196,7 +207,9 @@ def closed_by_fclose(sock: socket.socket) -> dict[str, object]:
 
 if __name__ == "__main__":
     role, *args = sys.argv[1:]
-    if role == "server":
+    if role == "exec-child":
+        answer(socket.socket(fileno=int(args[0])), json.loads(args[1]))
+    elif role == "server":
         server(int(args[0]), int(args[1]) if len(args) > 1 else 1, args[2] if len(args) > 2 else "")
     else:
         client(args[0], int(args[1]), int(args[2]), *args[3:])

@@ -20,6 +20,7 @@ import time
 
 from freeflow.router import protocol as p
 
+ADDRESS = "10.199.0.1"  # the namespace's one address (test_library.ADDRESS)
 GRAFT_WAIT = float(os.environ.get("STANDIN_GRAFT_WAIT", "0.5"))
 
 
@@ -79,12 +80,15 @@ class Standin:
     def pair(self, key: tuple[int, int], waiting: dict[int, socket.socket]) -> None:
         del self.flows[key], self.waiting[key]
         client_end, server_end = socket.socketpair()
+        client, server = (ADDRESS, key[0]), (ADDRESS, key[1])
+        client_end.bind(p.graft_end_name(client, server, "standin"))  # as the router names them
+        server_end.bind(p.graft_end_name(server, client, "standin"))
         with client_end, server_end:
-            self.reply(waiting[p.Role.CLIENT], p.GraftedReply("10.199.0.1", key[1]), client_end)
+            self.reply(waiting[p.Role.CLIENT], p.GraftedReply(ADDRESS, key[1]), client_end)
             if self.mode == "half":
                 self.overlay(waiting[p.Role.SERVER])
             else:
-                self.reply(waiting[p.Role.SERVER], p.GraftedReply("10.199.0.1", key[0]), server_end)
+                self.reply(waiting[p.Role.SERVER], p.GraftedReply(ADDRESS, key[0]), server_end)
         say(event="grafted" if self.mode != "half" else "half-grafted", key=list(key))
 
     def expire(self) -> None:

@@ -171,6 +171,20 @@ def test_a_grafted_socket_closed_through_fclose_leaves_nothing_behind(netns: Nam
     stop(router)
 
 
+def test_a_grafted_socket_handed_across_exec_still_answers_as_tcp(netns: Namespace) -> None:
+    """The new program has none of the library's memory: it knows the socket by the name the router gave it."""
+    router = netns.router("go")
+    server = netns.server("1", "exec")
+    line = netns.client(1_000_000)
+    [accepted] = finish(server)
+    assert line["grafted"] and accepted["grafted"], stop(router)
+    assert (accepted["domain"], accepted["protocol"], accepted["tcp_state"]) == (2, 6, 1)  # AF_INET, TCP, established
+    assert accepted["peer"] == line["local"] == accepted["dup_peer"] and accepted["local"] == [ADDRESS, PORT]
+    assert accepted["keepidle"] == 7200, "TCP's default"
+    assert line["digest_ok"]
+    stop(router)
+
+
 def test_a_forked_child_accepts_on_the_parents_registration(netns: Namespace) -> None:
     router = netns.router("go")
     server = netns.server("2", "fork")

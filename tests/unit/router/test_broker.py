@@ -49,6 +49,20 @@ def test_the_two_real_ends_get_the_two_ends_of_one_pair():
         close_fds(actions)
 
 
+def test_each_end_is_named_after_the_tcp_connection_it_stands_for():
+    """The library recognises a grafted socket that crossed exec by its name: this end's address first."""
+    broker = pending_flow()
+    broker.graft("b", SERVER.sandbox, p.Graft(p.Role.SERVER, CLIENT.ip, CLIENT_PORT, SERVER_PORT))
+    actions = broker.graft("a", CLIENT.sandbox, p.Graft(p.Role.CLIENT, SERVER.ip, SERVER_PORT, CLIENT_PORT))
+    ends = {a.conn: socket.socket(fileno=a.fds[0]) for a in actions}
+    with ends["a"], ends["b"]:
+        names = {conn: end.getsockname().decode().split() for conn, end in ends.items()}
+    client, server = f"{CLIENT.ip}:{CLIENT_PORT}", f"{SERVER.ip}:{SERVER_PORT}"
+    assert names["a"][:3] == ["\0freeflow-graft", client, server]
+    assert names["b"][:3] == ["\0freeflow-graft", server, client]
+    assert names["a"][3] == names["b"][3] and len(names["a"]) == 4
+
+
 def test_a_client_that_gives_up_before_its_graft_does_not_keep_the_server_waiting():
     """A non-blocking client whose budget ran out closes its control connection after INTENT: the server's
     GRAFT, when its accept comes, is told "overlay" at once instead of waiting for a client that is gone."""
