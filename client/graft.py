@@ -121,9 +121,9 @@ def exchange(sock: socket.socket, message: p.Message) -> tuple[p.Message, socket
         raise Fallback(f"the router sent a descriptor that is no socket: {exc}") from None
 
 
-def _handshake(new: socket.socket) -> None:
+def _handshake(new: socket.socket, timeout: float) -> None:
     """Both ends write a byte and read the peer's: a pair only one side received reads EOF."""
-    new.settimeout(ROUTER_TIMEOUT)
+    new.settimeout(timeout)
     try:
         new.sendall(HANDSHAKE)
         if new.recv(1) != HANDSHAKE:
@@ -190,6 +190,8 @@ def connect(sock: socket.socket, address: tuple[str, int]) -> bool:
         return False
     deadline = time.monotonic() + NONBLOCKING_BUDGET if sock.gettimeout() == 0 else None
     with control:  # closing it tells the router this client no longer waits
+        if deadline is not None:
+            control.settimeout(NONBLOCKING_BUDGET)
         try:
             if sock.getsockname()[1] == 0:
                 sock.bind(("0.0.0.0", 0))
@@ -200,12 +202,7 @@ def connect(sock: socket.socket, address: tuple[str, int]) -> bool:
         _connect_kernel(sock, address, deadline if go else None)
         if not go:
             return False
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            control.settimeout(left)
-        return _graft(control, sock, p.Role.CLIENT, address, sock.getsockname()[1])
+        return _graft(control, sock, p.Role.CLIENT, address, sock.getsockname()[1], deadline)
 
 
 def accepted(conn: socket.socket, peer: tuple[str, int], local_port: int) -> bool:
@@ -217,15 +214,25 @@ def accepted(conn: socket.socket, peer: tuple[str, int], local_port: int) -> boo
         return _graft(control, conn, p.Role.SERVER, peer, local_port)
 
 
-def _graft(control: socket.socket, app: socket.socket, role: int, peer: tuple[str, int], local_port: int) -> bool:
+def _graft(control: socket.socket, app: socket.socket, role: int, peer: tuple[str, int], local_port: int,
+           deadline: float | None = None) -> bool:
+    """Ask for the pair, check it with the peer and swap it in; all before `deadline` when one is given."""
     started = time.monotonic()
+
+    def left() -> float:
+        remaining = ROUTER_TIMEOUT if deadline is None else deadline - time.monotonic()
+        if remaining <= 0:
+            raise Fallback("the non-blocking budget ran out")
+        return remaining
+
     try:
         kernel = Addresses(app.getsockname(), peer)
+        control.settimeout(left())
         reply, new = exchange(control, p.Graft(role, peer[0], peer[1], local_port))
         if not isinstance(reply, p.GraftedReply) or new is None:
             return False
         with new:
-            _handshake(new)
+            _handshake(new, left())
             _swap(app, new)
     except (Fallback, OSError) as exc:
         log.debug("%s:%d stays on the overlay: %s", peer[0], peer[1], exc)

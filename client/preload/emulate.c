@@ -100,6 +100,8 @@ int ff_grafted_getsockopt(const struct ff_fd *e, int fd, int level, int name, vo
         return answer_int(value, len, IPPROTO_TCP);
     if (level == IPPROTO_TCP)
         return e->host_tcp ? ff_real.getsockopt(fd, level, name, value, len) : tcp_option(e, name, value, len);
+    if (level == IPPROTO_IP && name == IP_OPTIONS)
+        return *len = 0, 0; /* none, as TCP says: sshd drops a connection that has any */
     if (level == IPPROTO_IP || level == IPPROTO_IPV6)
         return answer_int(value, len, 0);
     int saved = errno;

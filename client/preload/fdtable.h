@@ -19,7 +19,7 @@
 
 enum ff_kind {
     FF_UNKNOWN = 0, /* nothing known: left to libc */
-    FF_PLAIN,       /* a listening socket that is not ours to graft (unix, loopback, IPv6-only...) */
+    FF_PLAIN,       /* not ours: a listener we do not graft (unix, loopback, IPv6-only...), a unix socket */
     FF_LISTENER,    /* a TCP listening socket whose accepted connections we graft */
     FF_GRAFTED,     /* a socket pair end standing in for a TCP connection */
     FF_CONTROL,     /* a listener's control connection to the router */

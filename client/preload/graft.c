@@ -94,10 +94,10 @@ static int finish_connect(int fd, uint64_t deadline)
     return error < 0 ? errno : error;
 }
 
-/* Both ends write one byte and read the other's: an end whose peer never got its socket reads EOF. */
-static int handshake(int s)
+/* Both ends write one byte and read the other's, before `deadline`: an end whose peer never got its socket
+ * reads EOF. */
+static int handshake(int s, uint64_t deadline)
 {
-    uint64_t deadline = ff_now_ms() + FF_HANDSHAKE_MS;
     unsigned char byte = 1;
     for (;;) {
         ssize_t sent = send(s, &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -170,19 +170,21 @@ static int swap(int fd, int s)
     return 1;
 }
 
-/* Ask for the socket pair on `ctl` (waiting at most `timeout_ms`), check it with the peer, and swap it in
- * under `fd`. 1 when grafted. */
-static int graft(int ctl, int fd, int role, struct in_addr peer, uint16_t peer_port, uint16_t port, int timeout_ms)
+/* Ask for the socket pair on `ctl` and check it with the peer, both before `deadline` (0: the usual bounds),
+ * and swap it in under `fd`. 1 when grafted. */
+static int graft(int ctl, int fd, int role, struct in_addr peer, uint16_t peer_port, uint16_t port,
+                 uint64_t deadline)
 {
     struct ff_fd *e = ff_fd_slot(fd);
-    if (!e)
+    uint64_t now = ff_now_ms();
+    if (!e || (deadline && now >= deadline))
         return 0;
-    int s = ff_router_graft(ctl, role, peer, peer_port, port, timeout_ms);
+    int s = ff_router_graft(ctl, role, peer, peer_port, port, deadline ? (int)(deadline - now) : FF_GRAFT_MS);
     if (s < 0) {
         ff_debug("fd %d: the router leaves " FF_ADDR_FMT " on the overlay", fd, FF_ADDR_ARGS(peer, peer_port));
         return 0;
     }
-    if (!handshake(s)) {
+    if (!handshake(s, deadline ? deadline : ff_now_ms() + FF_HANDSHAKE_MS)) {
         ff_debug("fd %d: the peer did not take its end: overlay", fd);
         ff_real.close(s);
         return 0;
@@ -233,23 +235,23 @@ int ff_graft_connect(int fd, const struct sockaddr *addr, socklen_t len, struct 
     if (!ff_fd_slot(fd) || !is_tcp(fd) ||
         ff_real.getpeername(fd, (struct sockaddr *)&connected, &connected_len) == 0)
         goto plain;
+    /* An event loop's socket gets a short budget for the whole graft; a blocking one waits for the router. */
+    int status = ff_real.fcntl(fd, F_GETFL);
+    int nonblocking = status >= 0 && (status & O_NONBLOCK);
+    uint64_t deadline = ff_now_ms() + (nonblocking ? FF_NONBLOCK_MS : FF_GRAFT_MS);
     int ctl = ff_router_open();
     if (ctl < 0)
         goto plain;
     uint16_t sport = local_port(fd);
     if (sport == 0 && (bind_ephemeral(fd, addr->sa_family) < 0 || (sport = local_port(fd)) == 0))
         goto plain_close;
-    int verdict = ff_router_intent(ctl, ip, port, sport);
+    int verdict = ff_router_intent(ctl, ip, port, sport, nonblocking ? FF_NONBLOCK_MS : FF_REPLY_MS);
     if (verdict != FF_VERDICT_GO) {
         ff_debug("fd %d: " FF_ADDR_FMT " stays on the overlay (verdict %d)", fd, FF_ADDR_ARGS(ip, port),
                  verdict);
         goto plain_close;
     }
 
-    /* An event loop's socket gets a short budget for the whole graft; a blocking one waits for the router. */
-    int status = ff_real.fcntl(fd, F_GETFL);
-    int nonblocking = status >= 0 && (status & O_NONBLOCK);
-    uint64_t deadline = ff_now_ms() + (nonblocking ? FF_NONBLOCK_MS : FF_GRAFT_MS);
     int rc = ff_real.connect(fd, addr, len);
     int error = rc < 0 ? errno : 0;
     if (error == EINPROGRESS)
@@ -259,10 +261,7 @@ int ff_graft_connect(int fd, const struct sockaddr *addr, socklen_t len, struct 
         errno = error;
         return -1;
     }
-    if (!nonblocking)
-        graft(ctl, fd, FF_ROLE_CLIENT, ip, port, sport, FF_GRAFT_MS);
-    else if (ff_now_ms() < deadline)
-        graft(ctl, fd, FF_ROLE_CLIENT, ip, port, sport, (int)(deadline - ff_now_ms()));
+    graft(ctl, fd, FF_ROLE_CLIENT, ip, port, sport, nonblocking ? deadline : 0);
     ff_real.close(ctl);
     /* A non-blocking socket reports the connect as in progress, as the app expects: it then finds the
      * socket writable and SO_ERROR 0, grafted or not. */
@@ -380,7 +379,7 @@ void ff_graft_accepted(int listener, int fd)
     int ctl = ff_router_open();
     if (ctl < 0)
         goto out;
-    graft(ctl, fd, FF_ROLE_SERVER, ip, peer_port, l->port, FF_GRAFT_MS);
+    graft(ctl, fd, FF_ROLE_SERVER, ip, peer_port, l->port, 0);
     ff_real.close(ctl);
 out:
     errno = saved;

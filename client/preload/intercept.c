@@ -135,12 +135,11 @@ FF_EXPORT int close(int fd)
 FF_EXPORT int fclose(FILE *stream)
 {
     FF_INIT();
-    int fd = stream ? fileno(stream) : -1;
-    if (fd >= 0) {
-        int saved = errno;
+    int saved = errno;
+    int fd = stream ? fileno(stream) : -1; /* EBADF for a stream without a descriptor (fmemopen) */
+    if (fd >= 0)
         ff_fd_forget(fd);
-        errno = saved;
-    }
+    errno = saved;
     return ff_real.fclose(stream);
 }
 
@@ -298,7 +297,7 @@ FF_EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *le
     int unix_socket = rc < 0 ? errno == EOPNOTSUPP && level != SOL_SOCKET
                              : level == SOL_SOCKET && ((name == SO_DOMAIN && said == AF_UNIX) ||
                                                        (name == SO_PROTOCOL && said == 0));
-    if (unix_socket && (e = crossed_exec(fd))) {
+    if (unix_socket && len && (e = crossed_exec(fd))) {
         errno = saved;
         *len = room;
         return ff_grafted_getsockopt(e, fd, level, name, value, len);

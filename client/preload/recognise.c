@@ -33,30 +33,41 @@ static int parse_address(const char **text, struct sockaddr_in *out)
     return 1;
 }
 
-struct ff_fd *ff_recognise(int fd)
+/* The addresses in the router's name for `fd`'s end: 1 when it has one, 0 for another unix socket, -1 when
+ * fd is no unix socket. */
+static int named_end(int fd, struct sockaddr_in *local, struct sockaddr_in *peer)
 {
-    const struct ff_fd *known = ff_fd_at(fd);
-    if (known && known->kind != FF_UNKNOWN)
-        return NULL;
     struct sockaddr_un name;
     socklen_t len = sizeof name;
     if (ff_real.getsockname(fd, (struct sockaddr *)&name, &len) < 0 || name.sun_family != AF_UNIX)
-        return NULL;
+        return -1;
     size_t size = len > offsetof(struct sockaddr_un, sun_path) ? len - offsetof(struct sockaddr_un, sun_path) : 0;
     if (size < 2 || size > sizeof name.sun_path || name.sun_path[0] != '\0')
-        return NULL; /* unnamed, or a path: not the router's */
+        return 0; /* unnamed, or a path: not the router's */
     char text[sizeof name.sun_path];
     memcpy(text, name.sun_path + 1, size - 1);
     text[size - 1] = '\0';
     const size_t prefix = sizeof FF_GRAFT_NAME_PREFIX - 1;
     const char *at = text + prefix;
-    struct sockaddr_in local, peer;
-    if (strncmp(text, FF_GRAFT_NAME_PREFIX, prefix) != 0 || !parse_address(&at, &local) || *at++ != ' ' ||
-        !parse_address(&at, &peer) || *at != ' ')
+    return strncmp(text, FF_GRAFT_NAME_PREFIX, prefix) == 0 && parse_address(&at, local) && *at++ == ' ' &&
+           parse_address(&at, peer) && *at == ' ';
+}
+
+struct ff_fd *ff_recognise(int fd)
+{
+    const struct ff_fd *known = ff_fd_at(fd);
+    if (known && known->kind != FF_UNKNOWN)
         return NULL;
     struct ff_fd *e = ff_fd_slot(fd);
     if (!e)
         return NULL;
+    struct sockaddr_in local, peer;
+    int named = named_end(fd, &local, &peer);
+    if (named <= 0) {
+        if (named == 0)
+            e->kind = FF_PLAIN; /* looked at once: an ordinary unix socket costs no further getsockname */
+        return NULL;
+    }
     memset(&e->local, 0, sizeof e->local);
     memset(&e->peer, 0, sizeof e->peer);
     memcpy(&e->local, &local, sizeof local);

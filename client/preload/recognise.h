@@ -6,7 +6,8 @@
 #include "fdtable.h"
 
 /* When `fd`, unknown to the library, is such an end: record it as grafted and return its entry; else NULL.
- * One getsockname(); callers ask only once a real call showed fd to be a unix socket. */
+ * One getsockname(), once per descriptor (an ordinary one is then marked FF_PLAIN); callers ask only once
+ * a real call showed fd to be a unix socket. */
 struct ff_fd *ff_recognise(int fd);
 
 #endif

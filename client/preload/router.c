@@ -181,14 +181,14 @@ fail:
     return -1;
 }
 
-int ff_router_intent(int ctl, struct in_addr dst, uint16_t dst_port, uint16_t src_port)
+int ff_router_intent(int ctl, struct in_addr dst, uint16_t dst_port, uint16_t src_port, int timeout_ms)
 {
     struct ff_intent intent;
     memcpy(intent.dst_ip, &dst, sizeof intent.dst_ip);
     intent.dst_port = htole16(dst_port);
     intent.src_port = htole16(src_port);
     struct reply reply;
-    if (request(ctl, FF_OP_INTENT, &intent, sizeof intent, &reply, FF_REPLY_MS, 1) < 0)
+    if (request(ctl, FF_OP_INTENT, &intent, sizeof intent, &reply, timeout_ms, 1) < 0)
         return -1;
     if (reply.fd >= 0)
         ff_real.close(reply.fd);

@@ -26,8 +26,9 @@
  * when there is none. */
 int ff_router_open(void);
 
-/* INTENT(dst, src_port): the router's FF_VERDICT_*, or -1 when it did not answer in time. */
-int ff_router_intent(int ctl, struct in_addr dst, uint16_t dst_port, uint16_t src_port);
+/* INTENT(dst, src_port): the router's FF_VERDICT_*, or -1 when it did not answer within `timeout_ms`
+ * (FF_REPLY_MS, or a non-blocking socket's budget: a router that slow is skipped for a while). */
+int ff_router_intent(int ctl, struct in_addr dst, uint16_t dst_port, uint16_t src_port, int timeout_ms);
 
 /* GRAFT: the new connected socket (close-on-exec) when the router pairs us within `timeout_ms`, else -1
  * (overlay). A timeout shorter than FF_GRAFT_MS is the caller's own budget, not a sign of a hung router. */

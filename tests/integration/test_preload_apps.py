@@ -148,11 +148,13 @@ def test_python_asyncio_echo_through_the_preload_library(network, container):
     assert veth_bytes(client, net) - before < 2 * MB, "the echo crossed the veth"
 
 
-# As inetd or sshd do: the accepted connection becomes a new program's stdin, which says who it talks to.
+# As inetd or sshd do: the accepted connection becomes a new program's stdin, which says who it talks to (and,
+# as sshd checks before anything else, that the connection carries no IP options).
 INETD = textwrap.dedent("""
     import os, socket, sys
     child = "import json, socket; s = socket.socket(fileno=0); s.sendall(json.dumps([s.family, s.getpeername(), " \\
-            "s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)]).encode() + bytes(1) + bytes(5_000_000))"
+            "s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), " \\
+            "len(s.getsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, 40))]).encode() + bytes(1) + bytes(5_000_000))"
     srv = socket.create_server(("0.0.0.0", 7008))
     while True:
         conn, _ = srv.accept()
@@ -166,8 +168,8 @@ INETD_CLIENT = textwrap.dedent("""
     import json, socket, sys
     sock = socket.create_connection((sys.argv[1], 7008))
     answer = sock.makefile("rb").read()
-    family, peer, nodelay = json.loads(answer[:answer.index(0)])
-    print(family == socket.AF_INET and tuple(peer) == sock.getsockname() and nodelay == 0, len(answer))
+    family, peer, nodelay, ip_options = json.loads(answer[:answer.index(0)])
+    print(family == socket.AF_INET and tuple(peer) == sock.getsockname() and nodelay == ip_options == 0, len(answer))
 """)
 
 

@@ -14,7 +14,9 @@ system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a graft
                                         is in epoll before connect, edge-triggered, as nginx does),
                                         sendto (blocking, every send names the peer, as sockperf does),
                                         fclose (blocking, closed through fdopen and fclose, then the
-                                        number reused by a pipe, which must not answer as a socket)
+                                        number reused by a pipe, which must not answer as a socket),
+                                        rawclose (closed by a raw close system call, then the number
+                                        reused by a socket pair, which must answer as unix)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import sys
 import time
 
 SYS_GETSOCKOPT = {"x86_64": 55, "aarch64": 209}[platform.machine()]
+SYS_CLOSE = {"x86_64": 3, "aarch64": 57}[platform.machine()]
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -60,6 +63,7 @@ def facts(sock: socket.socket) -> dict[str, object]:
         "keepidle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
         "keepintvl": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
         "tcp_state": info[0],
+        "ip_options": len(sock.getsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, 40)),  # sshd refuses any
         "dup_peer": list(dup.getpeername()),
     }
     dup.close()
@@ -156,7 +160,7 @@ def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, 6)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
     started = time.monotonic()
-    if mode in ("blocking", "sendto", "fclose"):
+    if mode in ("blocking", "sendto", "fclose", "rawclose"):
         sock.connect((ip, port))
         connected = time.monotonic() - started
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -181,14 +185,27 @@ def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
         answer = transfer_epoll(sock, ep, data) if writable else b""
     line.update(digest_ok=answer.decode() == hashlib.sha256(data).hexdigest(), connect_seconds=connected)
     if mode == "fclose":
-        line["after_fclose"] = closed_by_fclose(sock)
+        line["after_close"] = closed_by_fclose(sock)
+    elif mode == "rawclose":
+        line["after_close"] = closed_by_syscall(sock)
     else:
         sock.close()
     print(json.dumps(line), flush=True)
 
 
+def closed_by_syscall(sock: socket.socket) -> dict[str, object]:
+    """Close `sock` past the library (a raw system call), then reuse its number for a socket pair."""
+    fd = sock.detach()
+    if _libc.syscall(SYS_CLOSE, fd) != 0:
+        raise OSError(ctypes.get_errno(), "raw close")
+    first, second = socket.socketpair()
+    with first, second:
+        return {"same_fd": fd in (first.fileno(), second.fileno()),
+                "domains": [s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN) for s in (first, second)]}
+
+
 def closed_by_fclose(sock: socket.socket) -> dict[str, object]:
-    """Close `sock` as a C program that wrapped it in a FILE does, then reuse its number for a socket pair."""
+    """Close `sock` as a C program that wrapped it in a FILE does, then reuse its number for a pipe."""
     _libc.fdopen.restype = ctypes.c_void_p
     _libc.fclose.argtypes = [ctypes.c_void_p]
     fd = sock.detach()

@@ -120,6 +120,7 @@ def assert_passes_for_tcp(line: dict) -> None:
     assert line["local"][0] == ADDRESS and line["peer"] == [ADDRESS, PORT] == line["dup_peer"]
     assert line["nodelay"] == 1
     assert line["tcp_state"] == 1  # TCP_ESTABLISHED
+    assert line["ip_options"] == 0
     assert line["keepalive"] == 1 and line["priority"] == 6 and line["keepidle"] == 30, "set before connect"
 
 
@@ -167,7 +168,18 @@ def test_a_grafted_socket_closed_through_fclose_leaves_nothing_behind(netns: Nam
     line = netns.client(100_000, "fclose")
     finish(server)
     assert line["grafted"], stop(router)
-    assert line["after_fclose"] == {"same_fd": True, "getsockopt": "ENOTSOCK"}
+    assert line["after_close"] == {"same_fd": True, "getsockopt": "ENOTSOCK"}
+    stop(router)
+
+
+def test_a_socket_pair_under_the_number_of_a_grafted_socket_answers_as_unix(netns: Namespace) -> None:
+    """A close the library never saw (a raw system call): the socket pair that takes the number is new."""
+    router = netns.router("go")
+    server = netns.server()
+    line = netns.client(100_000, "rawclose")
+    finish(server)
+    assert line["grafted"], stop(router)
+    assert line["after_close"] == {"same_fd": True, "domains": [1, 1]}  # AF_UNIX
     stop(router)
 
 
@@ -181,6 +193,7 @@ def test_a_grafted_socket_handed_across_exec_still_answers_as_tcp(netns: Namespa
     assert (accepted["domain"], accepted["protocol"], accepted["tcp_state"]) == (2, 6, 1)  # AF_INET, TCP, established
     assert accepted["peer"] == line["local"] == accepted["dup_peer"] and accepted["local"] == [ADDRESS, PORT]
     assert accepted["keepidle"] == 7200, "TCP's default"
+    assert accepted["ip_options"] == 0, "sshd refuses a connection with IP options"
     assert line["digest_ok"]
     stop(router)
 
