@@ -183,3 +183,23 @@ def test_a_grafted_connection_served_by_an_exec_ed_program_still_looks_like_tcp(
     answers_as_tcp, received = docker("exec", client, "python3", "-c", INETD_CLIENT, server).split()
     assert answers_as_tcp == "True" and int(received) > 5 * MB
     assert veth_bytes(client, net) - before < MB, "the connection crossed the veth: not grafted"
+
+
+def test_sshd_serves_a_grafted_session_and_logs_the_clients_overlay_address(network, container):
+    """sshd runs every connection in a new program (exec), which checks the socket has no IP options and logs
+    its peer: both must look like the TCP connection it replaced."""
+    net = network("sshd")
+    server = container("srv", net, *PRELOAD)
+    client = container("cli", net, *PRELOAD)
+    docker("exec", client, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/root/.ssh/id_ed25519")
+    key = docker("exec", client, "cat", "/root/.ssh/id_ed25519.pub")
+    docker("exec", server, "sh", "-c", "ssh-keygen -A >/dev/null && mkdir -p /run/sshd /root/.ssh && "
+           f"echo '{key}' > /root/.ssh/authorized_keys && /usr/sbin/sshd -E /tmp/sshd.log")
+    wait_for(lambda: listening(server, 22), 20, "sshd to listen")
+    before = veth_bytes(client, net)
+    got = docker("exec", client, "sh", "-c", "ssh -o StrictHostKeyChecking=no -o BatchMode=yes "
+                 f"{server} 'head -c 5000000 /dev/zero' | wc -c")
+    assert got == "5000000"
+    assert veth_bytes(client, net) - before < MB, "the session crossed the veth: not grafted"
+    log = docker("exec", server, "cat", "/tmp/sshd.log")
+    assert f"Accepted publickey for root from {container_ip(client, net)} port" in log, log
