@@ -149,6 +149,8 @@ class ChannelRecord:
         return sum(ring.total_written for ring in self.rings)
 
 
+CLIENT_END, SERVER_END = "c", "s"  # the role in the tag of a pair end's name
+
 # Stands in for the control connection of a listener registered with the router before it restarted: the
 # listener registers again on its next accept(), and until then clients are told to go ahead.
 INHERITED = "inherited from the previous router"
@@ -325,6 +327,33 @@ class Broker:
         _, client_ip, client_port, _, _ = key
         log.debug("grafted %s:%d (another host) -> %s:%d over host TCP", client_ip, client_port, key[3], key[4])
         return [Reply(conn, p.GraftedReply(client_ip, client_port), [sock.detach()])]
+
+    def recover_grafts(self, named_sockets: Iterable[tuple[int, str]]) -> int:
+        """Grafts an earlier router made whose socket pairs are still open, found by the names their ends carry
+        (`named_sockets`: inode and abstract name of this namespace's unix sockets), so that `freeflow status`
+        keeps listing them. How many were new."""
+        pairs: dict[tuple[str, str], dict[str, tuple[int, tuple[str, int], tuple[str, int]]]] = {}
+        for inode, name in named_sockets:
+            parsed = p.parse_graft_end_name(name)
+            tag = parsed[2].split(".") if parsed else []
+            if parsed and len(tag) == 3 and tag[1] in (CLIENT_END, SERVER_END):
+                pairs.setdefault((tag[0], tag[2]), {})[tag[1]] = (inode, parsed[0], parsed[1])
+        known = {inode for g in self.grafts for inode in g.inodes}
+        recovered = 0
+        for (short_network, _), ends in pairs.items():
+            inodes = tuple(end[0] for end in ends.values())
+            network = next((e.network_id for e in self.endpoints if e.network_id.startswith(short_network)), None)
+            if network is None or known & set(inodes):
+                continue
+            if CLIENT_END in ends:
+                _, client, server = ends[CLIENT_END]
+            else:
+                _, server, client = ends[SERVER_END]
+            client_ep, server_ep = self._local(network, client[0]), self._local(network, server[0])
+            self.grafts.append(GraftRecord((network, *client, *server), client_ep.sandbox if client_ep else "",
+                                           server_ep.sandbox if server_ep else "", inodes, time.time()))
+            recovered += 1
+        return recovered
 
     def record_graft(self, key: FlowKey, client_sandbox: str, server_sandbox: str, sock: socket.socket) -> None:
         """A cross-host graft is made (on the client's host once the dial was accepted), for the status."""
@@ -522,12 +551,13 @@ class Broker:
 
 def _name_ends(client_end: socket.socket, server_end: socket.socket, key: FlowKey) -> None:
     """Bind each end of a new pair to the name of the TCP connection it stands for (protocol.graft_end_name),
-    by which the library knows a grafted socket that crossed exec."""
-    _, client_ip, client_port, server_ip, server_port = key
-    client, server, tag = (client_ip, client_port), (server_ip, server_port), os.urandom(4).hex()
+    by which the library knows a grafted socket that crossed exec and the next router finds the pairs that
+    outlived this one. The tag: the network's short id, the end's role, a random number shared by the pair."""
+    network, client_ip, client_port, server_ip, server_port = key
+    client, server, pair = (client_ip, client_port), (server_ip, server_port), os.urandom(4).hex()
     try:
-        client_end.bind(p.graft_end_name(client, server, tag))
-        server_end.bind(p.graft_end_name(server, client, tag))
+        client_end.bind(p.graft_end_name(client, server, f"{network[:12]}.{CLIENT_END}.{pair}"))
+        server_end.bind(p.graft_end_name(server, client, f"{network[:12]}.{SERVER_END}.{pair}"))
     except OSError as exc:  # a tag drawn twice: only a program that execs with the socket notices
         log.warning("cannot name the socket pair of %s:%d -> %s:%d: %s", *client, *server, exc)
 

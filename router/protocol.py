@@ -19,6 +19,7 @@ either side can fall back to it at any point):
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 import struct
@@ -42,8 +43,26 @@ GRAFT_NAME_PREFIX = "freeflow-graft "
 
 
 def graft_end_name(local: tuple[str, int], peer: tuple[str, int], tag: str) -> bytes:
-    """The abstract name of one end of a grafted socket pair (`tag` makes it unique)."""
+    """The abstract name of one end of a grafted socket pair (`tag`, without spaces, makes it unique)."""
     return f"\0{GRAFT_NAME_PREFIX}{local[0]}:{local[1]} {peer[0]}:{peer[1]} {tag}".encode()
+
+
+def parse_graft_end_name(name: str) -> tuple[tuple[str, int], tuple[str, int], str] | None:
+    """(local, peer, tag) from a name that graft_end_name made (without its leading NUL), else None."""
+    if not name.startswith(GRAFT_NAME_PREFIX):
+        return None
+    parts = name[len(GRAFT_NAME_PREFIX):].split(" ")
+    if len(parts) != 3:
+        return None
+    try:
+        addresses = []
+        for part in parts[:2]:
+            ip, port = part.split(":")
+            _port("port", int(port))
+            addresses.append((str(ipaddress.IPv4Address(ip)), int(port)))
+    except (ValueError, ProtocolError):
+        return None
+    return addresses[0], addresses[1], parts[2]
 
 
 class ProtocolError(ValueError):

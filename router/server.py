@@ -40,7 +40,7 @@ from freeflow.router.broker import Action, Bridge, Broker, Dial, Endpoint, Reply
 from freeflow.router.cluster import ClusterView
 from freeflow.router.errors import NamespaceError, RouterError
 from freeflow.router.netns import bind_abstract, host_root, in_root, read_proc_net
-from freeflow.router.status import connection_status, listening_ports, live_sockets, unix_inodes
+from freeflow.router.status import connection_status, listening_ports, live_sockets, named_unix_sockets, unix_inodes
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,9 @@ class Router:
         if self.cluster is not None:
             self.cluster.start()
         self._inherit_listeners()
+        recovered = self.broker.recover_grafts(named_unix_sockets())
+        if recovered:
+            log.info("%d grafted connections made by the previous router are still open", recovered)
         log.info("router ready: %d sandboxes, admin socket %s", len(self.sandboxes), path)
 
     def _install_library(self) -> None:

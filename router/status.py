@@ -34,6 +34,18 @@ def tcp_inodes() -> set[int]:
         return {int(line.split()[9]) for line in f if len(line.split()) > 9}
 
 
+def named_unix_sockets() -> list[tuple[int, str]]:
+    """(inode, name) of the unix sockets bound to abstract names in this network namespace."""
+    found = []
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            cols = line.rstrip("\n").split(maxsplit=7)  # the path, last, may hold spaces
+            if len(cols) == 8 and cols[7].startswith("@"):
+                found.append((int(cols[6]), cols[7][1:]))
+    return found
+
+
 def live_sockets() -> set[int]:
     """Inodes of every unix and IPv4 TCP socket open in this namespace: what grafts and channels are made of."""
     return unix_inodes() | tcp_inodes()

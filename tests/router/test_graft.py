@@ -124,6 +124,9 @@ def test_router_restart_keeps_grafted_connections_and_grafts_again(lab):
     assert server.stdout.readline().strip() == "True"
     lab.kill_router()
     lab.start_router()
+    for ns in (a, b):  # the new router knows the open connection by the names of its socket pair's ends
+        paths = [c["path"] for c in lab.status()["sandboxes"][f"/run/netns/{ns}"]["connections"]]
+        assert paths == ["grafted"], lab.router_log()
     out, err = client.communicate("go\n", timeout=20)
     assert out.strip() == "after restart.", err
     server.kill()

@@ -8,6 +8,7 @@ import socket
 from freeflow.router import protocol as p
 from freeflow.router.broker import Broker, Endpoint, Reply
 from freeflow.router.peering import Kind, Preamble
+from freeflow.router.status import named_unix_sockets
 
 NET, OTHER_NET = "n1" * 6, "n2" * 6
 CLIENT = Endpoint("ea", NET, "10.0.0.1", "/netns/a")
@@ -60,7 +61,48 @@ def test_each_end_is_named_after_the_tcp_connection_it_stands_for():
     client, server = f"{CLIENT.ip}:{CLIENT_PORT}", f"{SERVER.ip}:{SERVER_PORT}"
     assert names["a"][:3] == ["\0freeflow-graft", client, server]
     assert names["b"][:3] == ["\0freeflow-graft", server, client]
-    assert names["a"][3] == names["b"][3] and len(names["a"]) == 4
+    (net_a, role_a, pair_a), (net_b, role_b, pair_b) = names["a"][3].split("."), names["b"][3].split(".")
+    assert (net_a, role_a, role_b) == (NET[:12], "c", "s") and net_b == net_a and pair_b == pair_a
+    assert len(names["a"]) == len(names["b"]) == 4
+
+
+def test_a_new_broker_recovers_the_open_pairs_of_the_last_one_from_their_names():
+    """After a router restart, `freeflow status` still lists grafted connections that are open."""
+    broker = pending_flow()
+    broker.graft("b", SERVER.sandbox, p.Graft(p.Role.SERVER, CLIENT.ip, CLIENT_PORT, SERVER_PORT))
+    actions = broker.graft("a", CLIENT.sandbox, p.Graft(p.Role.CLIENT, SERVER.ip, SERVER_PORT, CLIENT_PORT))
+    ends = [socket.socket(fileno=a.fds[0]) for a in actions]
+    try:
+        successor = Broker()
+        successor.set_endpoints([CLIENT, SERVER, NEIGHBOUR, ELSEWHERE])
+        named = named_unix_sockets()
+        assert successor.recover_grafts(named) == 1
+        [record] = successor.grafts
+        assert record.key == (NET, CLIENT.ip, CLIENT_PORT, SERVER.ip, SERVER_PORT)
+        assert (record.client_sandbox, record.server_sandbox) == (CLIENT.sandbox, SERVER.sandbox)
+        assert sorted(record.inodes) == sorted(os.fstat(end.fileno()).st_ino for end in ends)
+        assert successor.recover_grafts(named) == 0, "a pair already known is not added twice"
+        ends[0].close()  # the client end closed, the server's still open: still a connection to list
+        third = Broker()
+        third.set_endpoints([CLIENT, SERVER])
+        assert third.recover_grafts(named_unix_sockets()) == 1
+        assert third.grafts[0].key == record.key and len(third.grafts[0].inodes) == 1
+    finally:
+        for end in ends:
+            end.close()
+    fresh = Broker()
+    fresh.set_endpoints([CLIENT, SERVER])
+    assert fresh.recover_grafts(named_unix_sockets()) == 0, "both ends closed: nothing to recover"
+
+
+def test_names_that_are_not_a_pair_ends_are_ignored():
+    broker = Broker()
+    broker.set_endpoints([CLIENT, SERVER])
+    garbage = ["freeflow", "freeflow-graft", "freeflow-graft 10.0.0.1:1 10.0.0.2:2", "freeflow-graft x:1 y:2 t",
+               "freeflow-graft 10.0.0.1:0 10.0.0.2:2 n1n1n1n1n1n1.c.ab", "freeflow-graft 10.0.0.1 10.0.0.2:2 a.c.b",
+               "freeflow-graft 10.0.0.1:1 10.0.0.2:2 n1n1n1n1n1n1.x.ab", "freeflow-graft 10.0.0.1:1 10.0.0.2:2 zz.c.ab"]
+    assert broker.recover_grafts((i, name) for i, name in enumerate(garbage)) == 0
+    assert broker.grafts == []
 
 
 def test_a_client_that_gives_up_before_its_graft_does_not_keep_the_server_waiting():
