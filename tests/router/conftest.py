@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from freeflow.plugin.store import Endpoint, Network, State, Store
+from tests.namespaces import delete_namespace
 
 
 def sh(*args: str) -> None:
@@ -130,7 +131,7 @@ def lab(tmp_path) -> Iterator[Lab]:
     finally:
         lab.kill_router()
         for ns in lab.namespaces:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            delete_namespace(ns)
         for link in lab.links:  # left in the root namespace when a step of add_host failed
             subprocess.run(["ip", "link", "del", link], capture_output=True)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)

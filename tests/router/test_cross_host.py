@@ -29,6 +29,7 @@ from freeflow.orchestrator.schema import Host
 from freeflow.plugin.store import Network, Store
 from freeflow.router.admin import ask_router
 from tests.integration.conftest import wait_for
+from tests.namespaces import delete_namespace
 from tests.router.conftest import Lab
 from tests.unit.plugin.test_cluster import TOKEN, Orchestrator
 
@@ -181,7 +182,7 @@ def two_hosts(cluster: Cluster, tmp_path) -> Iterator[tuple[Cluster, str, str]]:
         for lab in labs:
             lab.kill_router()
             for ns in lab.namespaces:
-                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+                delete_namespace(ns)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
         subprocess.run(["iptables", "-D", "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"], capture_output=True)
 

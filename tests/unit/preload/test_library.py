@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.namespaces import delete_namespace
+
 HERE = Path(__file__).parent
 SOURCES = Path(__file__).parents[3] / "client" / "preload"
 ADDRESS = "10.199.0.1"
@@ -110,7 +112,7 @@ def netns(library: Path) -> Iterator[Namespace]:
             subprocess.run(["ip", "-n", name, *command], check=True)
         yield Namespace(name, library)
     finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+        delete_namespace(name)
 
 
 def assert_passes_for_tcp(line: dict) -> None:
