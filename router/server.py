@@ -165,7 +165,7 @@ class Router:
         self._inherit_listeners()
         recovered = self.broker.recover_grafts(named_unix_sockets())
         if recovered:
-            log.info("%d grafted connections made by the previous router are still open", recovered)
+            log.info("grafted connections made by the previous router and still open: %d", recovered)
         log.info("router ready: %d sandboxes, admin socket %s", len(self.sandboxes), path)
 
     def _install_library(self) -> None:
