@@ -10,6 +10,7 @@ freeflow network are ever paired; what lives on other hosts comes from the clust
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import itertools
 import logging
 import os
@@ -166,8 +167,10 @@ MEMORY_CAP = p.VerdictReply(p.Verdict.REFUSED, 0, p.Reason.MEMORY_CAP)
 
 class Broker:
     def __init__(self, graft_wait: float = 0.5, intent_ttl: float = 5.0,
-                 channel_memory: int = 256 << 20, cluster: Cluster | None = None) -> None:
+                 channel_memory: int = 256 << 20, cluster: Cluster | None = None, name_key: bytes = b"") -> None:
         self.cluster = cluster
+        # Signs the names of socket pair ends; the next router must have the same key to take them back.
+        self.name_key = name_key or os.urandom(32)
         self.graft_wait = graft_wait
         self.intent_ttl = intent_ttl
         self.channel_memory = channel_memory
@@ -283,7 +286,7 @@ class Broker:
             return []
         del self.flows[key]
         client_end, server_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        _name_ends(client_end, server_end, key)
+        _name_ends(client_end, server_end, key, self.name_key)
         self.grafts.append(GraftRecord(key, flow.client_sandbox, flow.server_sandbox,
                                        (_inode(client_end), _inode(server_end)), time.time()))
         _, client_ip, client_port, server_ip, server_port = key
@@ -332,28 +335,37 @@ class Broker:
         """Grafts an earlier router made whose socket pairs are still open, found by the names their ends carry
         (`named_sockets`: inode and abstract name of this namespace's unix sockets), so that `freeflow status`
         keeps listing them. How many were new."""
-        pairs: dict[tuple[str, str], dict[str, tuple[int, tuple[str, int], tuple[str, int]]]] = {}
+        pairs: dict[FlowKey, list[int]] = {}
         for inode, name in named_sockets:
-            parsed = p.parse_graft_end_name(name)
-            tag = parsed[2].split(".") if parsed else []
-            if parsed and len(tag) == 3 and tag[1] in (CLIENT_END, SERVER_END):
-                pairs.setdefault((tag[0], tag[2]), {})[tag[1]] = (inode, parsed[0], parsed[1])
+            key = self._signed_end(name)
+            if key is not None:
+                pairs.setdefault(key, []).append(inode)
         known = {inode for g in self.grafts for inode in g.inodes}
         recovered = 0
-        for (short_network, _), ends in pairs.items():
-            inodes = tuple(end[0] for end in ends.values())
-            network = next((e.network_id for e in self.endpoints if e.network_id.startswith(short_network)), None)
-            if network is None or known & set(inodes):
-                continue
-            if CLIENT_END in ends:
-                _, client, server = ends[CLIENT_END]
-            else:
-                _, server, client = ends[SERVER_END]
-            client_ep, server_ep = self._local(network, client[0]), self._local(network, server[0])
-            self.grafts.append(GraftRecord((network, *client, *server), client_ep.sandbox if client_ep else "",
-                                           server_ep.sandbox if server_ep else "", inodes, time.time()))
+        for key, inodes in pairs.items():
+            network, client_ip, _, server_ip, _ = key
+            client, server = self._local(network, client_ip), self._local(network, server_ip)
+            if client is None or server is None or known & set(inodes):
+                continue  # a container that left, or a pair already known
+            self.grafts.append(GraftRecord(key, client.sandbox, server.sandbox, tuple(inodes), time.time()))
             recovered += 1
         return recovered
+
+    def _signed_end(self, name: str) -> FlowKey | None:
+        """The connection a pair end's name stands for, when this router's key signed it."""
+        parsed = p.parse_graft_end_name(name)
+        tag = parsed[2].split(".") if parsed else []
+        if parsed is None or len(tag) != 4 or tag[1] not in (CLIENT_END, SERVER_END):
+            return None
+        local, peer, (short_network, role, pair, mac) = parsed[0], parsed[1], tag
+        if not hmac.compare_digest(mac, _name_mac(self.name_key, local, peer, f"{short_network}.{role}.{pair}")):
+            return None
+        networks = {e.network_id for e in self.endpoints if len(short_network) == 12 and
+                    e.network_id.startswith(short_network)}
+        if len(networks) != 1:
+            return None
+        client, server = (local, peer) if role == CLIENT_END else (peer, local)
+        return (networks.pop(), *client, *server)
 
     def record_graft(self, key: FlowKey, client_sandbox: str, server_sandbox: str, sock: socket.socket) -> None:
         """A cross-host graft is made (on the client's host once the dial was accepted), for the status."""
@@ -549,15 +561,23 @@ class Broker:
             del self.channel_listeners[key]
 
 
-def _name_ends(client_end: socket.socket, server_end: socket.socket, key: FlowKey) -> None:
+def _name_mac(key: bytes, local: tuple[str, int], peer: tuple[str, int], tag: str) -> str:
+    """What signs a pair end's name: anyone on the host can bind abstract names like it."""
+    return hmac.new(key, f"{local[0]}:{local[1]} {peer[0]}:{peer[1]} {tag}".encode(), "sha256").hexdigest()[:16]
+
+
+def _name_ends(client_end: socket.socket, server_end: socket.socket, key: FlowKey, name_key: bytes) -> None:
     """Bind each end of a new pair to the name of the TCP connection it stands for (protocol.graft_end_name),
     by which the library knows a grafted socket that crossed exec and the next router finds the pairs that
-    outlived this one. The tag: the network's short id, the end's role, a random number shared by the pair."""
+    outlived this one. The tag: the network's short id, the end's role, a random number shared by the pair,
+    and the router's signature of all that."""
     network, client_ip, client_port, server_ip, server_port = key
     client, server, pair = (client_ip, client_port), (server_ip, server_port), os.urandom(4).hex()
+    ends = ((client_end, client, server, CLIENT_END), (server_end, server, client, SERVER_END))
     try:
-        client_end.bind(p.graft_end_name(client, server, f"{network[:12]}.{CLIENT_END}.{pair}"))
-        server_end.bind(p.graft_end_name(server, client, f"{network[:12]}.{SERVER_END}.{pair}"))
+        for end, local, peer, role in ends:
+            tag = f"{network[:12]}.{role}.{pair}"
+            end.bind(p.graft_end_name(local, peer, f"{tag}.{_name_mac(name_key, local, peer, tag)}"))
     except OSError as exc:  # a tag drawn twice: only a program that execs with the socket notices
         log.warning("cannot name the socket pair of %s:%d -> %s:%d: %s", *client, *server, exc)
 

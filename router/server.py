@@ -104,6 +104,35 @@ class Inbound:
     buffer: bytearray = field(default_factory=bytearray)
 
 
+NAME_KEY_FILE = "graft-names.key"  # beside the state: a restarted router must take back its own pairs
+
+
+def _name_key(path: Path) -> bytes:
+    """The key that signs the names of grafted socket pairs, made on first use and kept (owner only)."""
+    try:
+        key = path.read_bytes()
+        if len(key) >= 32:
+            return key
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot read %s (%s): a restarted router will not list today's grafted connections", path,
+                    exc.strerror)
+        return b""
+    key = os.urandom(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot keep %s (%s): a restarted router will not list today's grafted connections", path,
+                    exc.strerror)
+    return key
+
+
 class Router:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -118,7 +147,7 @@ class Router:
             self.cluster = ClusterView(OrchestratorClient(settings.orchestrator_url, self.token),
                                        settings.lease_ttl / 3)
         self.broker = Broker(graft_wait=settings.graft_wait, channel_memory=settings.channel_memory,
-                             cluster=self.cluster)
+                             cluster=self.cluster, name_key=_name_key(self.private / NAME_KEY_FILE))
         self.selector = selectors.DefaultSelector()
         self.peering: socket.socket | None = None
         self.dialling: dict[socket.socket, Dialling] = {}

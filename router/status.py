@@ -20,11 +20,28 @@ TCP_ESTABLISHED = "01"
 TCP_LISTEN = "0A"
 
 
+def parse_proc_net_unix(data: bytes) -> list[tuple[int, str]]:
+    """(inode, path) of each socket in a /proc/net/unix text; an abstract name starts with "@", "" is unnamed.
+
+    Anyone on the host can bind a socket, and its path is printed as it is: bytes that are not UTF-8, spaces,
+    even newlines (which make lines of their own). A line that does not parse is skipped, never an error.
+    """
+    found = []
+    for line in data.split(b"\n")[1:]:
+        cols = line.split(maxsplit=7)  # the path, last, may hold spaces
+        if len(cols) >= 7 and cols[6].isdigit():
+            found.append((int(cols[6]), cols[7].decode(errors="replace") if len(cols) == 8 else ""))
+    return found
+
+
+def _proc_net_unix() -> list[tuple[int, str]]:
+    with open("/proc/net/unix", "rb") as f:
+        return parse_proc_net_unix(f.read())
+
+
 def unix_inodes() -> set[int]:
     """Inodes of the unix sockets open in this network namespace."""
-    with open("/proc/net/unix") as f:
-        next(f)
-        return {int(line.split()[6]) for line in f if len(line.split()) > 6}
+    return {inode for inode, _ in _proc_net_unix()}
 
 
 def tcp_inodes() -> set[int]:
@@ -36,14 +53,7 @@ def tcp_inodes() -> set[int]:
 
 def named_unix_sockets() -> list[tuple[int, str]]:
     """(inode, name) of the unix sockets bound to abstract names in this network namespace."""
-    found = []
-    with open("/proc/net/unix") as f:
-        next(f)
-        for line in f:
-            cols = line.rstrip("\n").split(maxsplit=7)  # the path, last, may hold spaces
-            if len(cols) == 8 and cols[7].startswith("@"):
-                found.append((int(cols[6]), cols[7][1:]))
-    return found
+    return [(inode, path[1:]) for inode, path in _proc_net_unix() if path.startswith("@")]
 
 
 def live_sockets() -> set[int]:

@@ -38,8 +38,9 @@ class Lab:
     state: State = field(default_factory=State)
     extra_env: dict[str, str] = field(default_factory=dict)  # router settings a test overrides
 
-    def add_host(self, index: int, network: str = "n1", subnet: str = "10.213.0") -> str:
-        """A namespace with an address on the lab's bridge, recorded as a joined endpoint of `network`."""
+    def add_host(self, index: int, network: str = "n1", subnet: str = "10.213.0", network_id: str = "") -> str:
+        """A namespace with an address on the lab's bridge, recorded as a joined endpoint of `network` (its id
+        the lab's own unless `network_id` names one that labs share)."""
         name = f"ffr-{self.tag}-{index}"
         sh("ip", "netns", "add", name)
         self.namespaces.append(name)
@@ -52,7 +53,7 @@ class Lab:
         sh("ip", "-n", name, "addr", "add", f"{ip}/24", "dev", inner)
         sh("ip", "-n", name, "link", "set", inner, "up")
         sh("ip", "-n", name, "link", "set", "lo", "up")
-        net_id = (network * 64)[:64]
+        net_id = network_id or (f"{self.tag}{network}" * 64)[:64]  # other labs' routers share this namespace
         self.state.networks.setdefault(net_id, Network(net_id, "ff-x", 1500))
         ep_id = f"{self.tag}{index:02d}".ljust(64, "0")
         self.state.endpoints[ep_id] = Endpoint(ep_id, net_id, "h", "c", "02:00:00:00:00:01",

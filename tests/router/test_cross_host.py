@@ -137,7 +137,7 @@ class Cluster:
 
 def add(lab: Lab, index: int, name: str) -> str:
     """A namespace on the lab's bridge (the overlay), recorded as an endpoint of NET in `lab`'s state."""
-    ns = lab.add_host(index, network="x", subnet=SUBNET)
+    ns = lab.add_host(index, subnet=SUBNET, network_id=NET)
     lab.state.networks[NET] = Network(NET, "ff-x", 1450, local_address=name)
     Store(lab.state_dir).save(lab.state)
     return ns

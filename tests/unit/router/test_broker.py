@@ -6,7 +6,7 @@ import os
 import socket
 
 from freeflow.router import protocol as p
-from freeflow.router.broker import Broker, Endpoint, Reply
+from freeflow.router.broker import Broker, Endpoint, Reply, _name_mac
 from freeflow.router.peering import Kind, Preamble
 from freeflow.router.status import named_unix_sockets
 
@@ -32,6 +32,11 @@ def close_fds(actions: list) -> None:
     for action in actions:
         for fd in getattr(action, "fds", []):
             os.close(fd)
+
+
+def _address(text: str) -> tuple[str, int]:
+    ip, port = text.split(":")
+    return ip, int(port)
 
 
 def assert_overlay_without_a_socket(actions: list, conn: str) -> None:
@@ -61,9 +66,23 @@ def test_each_end_is_named_after_the_tcp_connection_it_stands_for():
     client, server = f"{CLIENT.ip}:{CLIENT_PORT}", f"{SERVER.ip}:{SERVER_PORT}"
     assert names["a"][:3] == ["\0freeflow-graft", client, server]
     assert names["b"][:3] == ["\0freeflow-graft", server, client]
-    (net_a, role_a, pair_a), (net_b, role_b, pair_b) = names["a"][3].split("."), names["b"][3].split(".")
+    (net_a, role_a, pair_a, mac_a), (net_b, role_b, pair_b, mac_b) = (names[c][3].split(".") for c in "ab")
     assert (net_a, role_a, role_b) == (NET[:12], "c", "s") and net_b == net_a and pair_b == pair_a
+    assert len(mac_a) == len(mac_b) == 16 and mac_a != mac_b, "each end's name is signed"
     assert len(names["a"]) == len(names["b"]) == 4
+
+
+def named_ends(ends: list[socket.socket]) -> list[tuple[int, str]]:
+    """This host's named unix sockets that are `ends` (the tests' own, whatever else runs on the host)."""
+    mine = {os.fstat(end.fileno()).st_ino for end in ends if end.fileno() >= 0}
+    return [(inode, name) for inode, name in named_unix_sockets() if inode in mine]
+
+
+def successor_of(broker: Broker, endpoints: list[Endpoint] | None = None) -> Broker:
+    """The broker of the next router: the same key, the same endpoints."""
+    successor = Broker(name_key=broker.name_key)
+    successor.set_endpoints(endpoints or [CLIENT, SERVER, NEIGHBOUR, ELSEWHERE])
+    return successor
 
 
 def test_a_new_broker_recovers_the_open_pairs_of_the_last_one_from_their_names():
@@ -73,35 +92,50 @@ def test_a_new_broker_recovers_the_open_pairs_of_the_last_one_from_their_names()
     actions = broker.graft("a", CLIENT.sandbox, p.Graft(p.Role.CLIENT, SERVER.ip, SERVER_PORT, CLIENT_PORT))
     ends = [socket.socket(fileno=a.fds[0]) for a in actions]
     try:
-        successor = Broker()
-        successor.set_endpoints([CLIENT, SERVER, NEIGHBOUR, ELSEWHERE])
-        named = named_unix_sockets()
-        assert successor.recover_grafts(named) == 1
+        successor = successor_of(broker)
+        assert successor.recover_grafts(named_ends(ends)) == 1
         [record] = successor.grafts
         assert record.key == (NET, CLIENT.ip, CLIENT_PORT, SERVER.ip, SERVER_PORT)
         assert (record.client_sandbox, record.server_sandbox) == (CLIENT.sandbox, SERVER.sandbox)
         assert sorted(record.inodes) == sorted(os.fstat(end.fileno()).st_ino for end in ends)
-        assert successor.recover_grafts(named) == 0, "a pair already known is not added twice"
+        assert successor.recover_grafts(named_ends(ends)) == 0, "a pair already known is not added twice"
+        assert Broker(name_key=b"another router" * 3).recover_grafts(named_ends(ends)) == 0, "not signed by it"
+        assert successor_of(broker, [CLIENT]).recover_grafts(named_ends(ends)) == 0, "the server left"
         ends[0].close()  # the client end closed, the server's still open: still a connection to list
-        third = Broker()
-        third.set_endpoints([CLIENT, SERVER])
-        assert third.recover_grafts(named_unix_sockets()) == 1
+        third = successor_of(broker)
+        assert third.recover_grafts(named_ends(ends)) == 1
         assert third.grafts[0].key == record.key and len(third.grafts[0].inodes) == 1
     finally:
         for end in ends:
             end.close()
-    fresh = Broker()
-    fresh.set_endpoints([CLIENT, SERVER])
-    assert fresh.recover_grafts(named_unix_sockets()) == 0, "both ends closed: nothing to recover"
 
 
-def test_names_that_are_not_a_pair_ends_are_ignored():
+def test_names_anyone_could_bind_are_not_taken_for_pair_ends():
+    """Any process on the host can bind abstract names: only what this router signed, for a network and
+    addresses it knows, is a pair end."""
     broker = Broker()
     broker.set_endpoints([CLIENT, SERVER])
-    garbage = ["freeflow", "freeflow-graft", "freeflow-graft 10.0.0.1:1 10.0.0.2:2", "freeflow-graft x:1 y:2 t",
-               "freeflow-graft 10.0.0.1:0 10.0.0.2:2 n1n1n1n1n1n1.c.ab", "freeflow-graft 10.0.0.1 10.0.0.2:2 a.c.b",
-               "freeflow-graft 10.0.0.1:1 10.0.0.2:2 n1n1n1n1n1n1.x.ab", "freeflow-graft 10.0.0.1:1 10.0.0.2:2 zz.c.ab"]
-    assert broker.recover_grafts((i, name) for i, name in enumerate(garbage)) == 0
+
+    def name(local: str, peer: str, tag: str, sign: bool = True) -> str:
+        return f"freeflow-graft {local} {peer} {tag}" + (
+            "." + _name_mac(broker.name_key, _address(local), _address(peer), tag) if sign else "")
+
+    client, server = f"{CLIENT.ip}:{CLIENT_PORT}", f"{SERVER.ip}:{SERVER_PORT}"
+    good = name(client, server, f"{NET[:12]}.c.ab")
+    assert broker.recover_grafts([(1, good)]) == 1, "the control case"
+    broker.grafts.clear()
+    forged = [
+        name(client, server, f"{NET[:12]}.c.ab", sign=False) + ".0123456789abcdef",  # not signed
+        good[:-1] + ("0" if good[-1] != "0" else "1"),  # the signature altered
+        name(client, "10.0.0.9:7000", f"{NET[:12]}.c.ab"),  # the peer is no endpoint of the network
+        name(client, server, f"{NET[:2]}.c.ab"),  # a short network prefix matches too much
+        name(client, server, "ffffffffffff.c.ab"),  # an unknown network
+        name(client, server, f"{NET[:12]}.x.ab"),  # neither client nor server
+        name(client, server, f"{NET[:12]}.c"),  # a tag without its parts
+        "freeflow-graft",
+        "freeflow",
+    ]
+    assert broker.recover_grafts(enumerate(forged, start=10)) == 0
     assert broker.grafts == []
 
 
