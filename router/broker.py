@@ -151,6 +151,7 @@ class ChannelRecord:
 
 
 CLIENT_END, SERVER_END = "c", "s"  # the role in the tag of a pair end's name
+HOST_TCP = "grafted (host TCP)"  # the path of a graft onto a host TCP connection to another host
 
 # Stands in for the control connection of a listener registered with the router before it restarted: the
 # listener registers again on its next accept(), and until then clients are told to go ahead.
@@ -367,10 +368,33 @@ class Broker:
         client, server = (local, peer) if role == CLIENT_END else (peer, local)
         return (networks.pop(), *client, *server)
 
+    def host_tcp_grafts(self) -> list[list[object]]:
+        """The grafts onto host TCP connections (their sockets have no names to find them by), as JSON values
+        that the next router's restore_host_tcp_grafts takes back."""
+        return sorted([list(g.key), g.client_sandbox, g.server_sandbox, list(g.inodes)]
+                      for g in self.grafts if g.path == HOST_TCP)
+
+    def restore_host_tcp_grafts(self, saved: object, live_sockets: set[int]) -> int:
+        """Take back what host_tcp_grafts gave an earlier router, for the connections still open; anything
+        malformed is skipped. How many were new."""
+        known = {inode for g in self.grafts for inode in g.inodes}
+        restored = 0
+        for entry in saved if isinstance(saved, list) else []:
+            try:
+                (network, cip, cport, sip, sport), client, server, inodes = entry
+                key: FlowKey = (str(network), str(cip), int(cport), str(sip), int(sport))
+                inodes = tuple(int(i) for i in inodes)
+            except (TypeError, ValueError):
+                continue
+            if not inodes or not live_sockets & set(inodes) or known & set(inodes):
+                continue
+            self.grafts.append(GraftRecord(key, str(client), str(server), inodes, time.time(), HOST_TCP))
+            restored += 1
+        return restored
+
     def record_graft(self, key: FlowKey, client_sandbox: str, server_sandbox: str, sock: socket.socket) -> None:
         """A cross-host graft is made (on the client's host once the dial was accepted), for the status."""
-        self.grafts.append(GraftRecord(key, client_sandbox, server_sandbox, (_inode(sock),), time.time(),
-                                       "grafted (host TCP)"))
+        self.grafts.append(GraftRecord(key, client_sandbox, server_sandbox, (_inode(sock),), time.time(), HOST_TCP))
 
     def inbound(self, preamble: Preamble, sock: socket.socket, source: str, live_sockets: set[int],
                 now: float | None = None) -> list[Action]:

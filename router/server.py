@@ -104,6 +104,37 @@ class Inbound:
     buffer: bytearray = field(default_factory=bytearray)
 
 
+class KeptJson:
+    """A JSON file the router rewrites whenever its value changes, and the next router reads back."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._saved: object = KeptJson  # nothing written yet
+
+    def save(self, value: object) -> None:
+        """Write `value` if it changed; a full or read-only disk costs a warning, not the router."""
+        if value == self._saved:
+            return
+        self._saved = value
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(value))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("cannot write %s: %s; a restarted router will not know what it holds", self.path,
+                        exc.strerror)
+
+    def load(self) -> object | None:
+        """What an earlier router saved; None when nothing was, or the file is unreadable (a warning)."""
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring %s: %s", self.path, exc)
+            return None
+
+
 NAME_KEY_FILE = "graft-names.key"  # beside the state: a restarted router must take back its own pairs
 
 
@@ -153,7 +184,9 @@ class Router:
         self.dialling: dict[socket.socket, Dialling] = {}
         self.inbound: dict[socket.socket, Inbound] = {}
         self.bridges: list[subprocess.Popen[bytes]] = []
-        self.saved_listeners: set[tuple[str, int]] | None = None
+        # What the next router takes over: listeners, and grafts onto host TCP (their sockets carry no name).
+        self.kept_listeners = KeptJson(self.private / "router-listeners.json")
+        self.kept_host_tcp_grafts = KeptJson(self.private / "router-host-tcp-grafts.json")
         self.sandboxes: dict[str, socket.socket] = {}
         self.conns: dict[socket.socket, Control] = {}
         self.state_mtime = -1.0
@@ -192,7 +225,7 @@ class Router:
         if self.cluster is not None:
             self.cluster.start()
         self._inherit_listeners()
-        recovered = self.broker.recover_grafts(named_unix_sockets())
+        recovered = self.broker.recover_grafts(named_unix_sockets()) + self._restore_host_tcp_grafts()
         if recovered:
             log.info("grafted connections made by the previous router and still open: %d", recovered)
         log.info("router ready: %d sandboxes, admin socket %s", len(self.sandboxes), path)
@@ -217,27 +250,27 @@ class Router:
     # Listeners across a restart: the registrations live in the old router's memory, and a listener blocked in
     # accept() only registers again on its next connection; the file lets the new router graft that one too.
 
-    def _listeners_file(self) -> Path:
-        return self.private / "router-listeners.json"
-
     def _save_listeners(self) -> None:
-        registered = self.broker.registrations()
-        if registered == self.saved_listeners:
-            return
-        self.saved_listeners = registered
-        tmp = self._listeners_file().with_suffix(".tmp")
-        tmp.write_text(json.dumps(sorted(registered)))
-        os.replace(tmp, self._listeners_file())
+        self.kept_listeners.save(sorted(self.broker.registrations()))
+
+    def _save_host_tcp_grafts(self) -> None:
+        self.kept_host_tcp_grafts.save(self.broker.host_tcp_grafts())
+
+    def _restore_host_tcp_grafts(self) -> int:
+        saved = self.kept_host_tcp_grafts.load()
+        return 0 if saved is None else self.broker.restore_host_tcp_grafts(saved, live_sockets())
 
     def _inherit_listeners(self) -> None:
         """Take over the previous router's listeners whose socket still listens in its sandbox."""
-        try:
-            known = json.loads(self._listeners_file().read_text())
-            entries = {(str(sandbox), int(port)) for sandbox, port in known}
-        except FileNotFoundError:
+        known = self.kept_listeners.load()
+        if known is None:
             return
-        except (OSError, ValueError, TypeError) as exc:
-            log.warning("ignoring %s: %s", self._listeners_file(), exc)
+        try:
+            if not isinstance(known, list):
+                raise TypeError("not a list of [sandbox, port]")
+            entries = {(str(sandbox), int(port)) for sandbox, port in known}
+        except (ValueError, TypeError) as exc:
+            log.warning("ignoring %s: %s", self.kept_listeners.path, exc)
             return
         for sandbox, port in sorted(entries):
             if sandbox in self.sandboxes and port in self._listening_ports(sandbox):
@@ -352,6 +385,7 @@ class Router:
                 self.broker.prune(live_sockets())  # records of connections and channels that ended
                 next_check = time.monotonic() + HOUSEKEEPING
             self._save_listeners()
+            self._save_host_tcp_grafts()
             if self.cluster is not None:
                 self.cluster.publish(self.broker.published_listeners())
 

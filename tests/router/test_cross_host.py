@@ -230,6 +230,13 @@ def test_a_connection_to_another_host_is_grafted_onto_host_tcp(two_hosts) -> Non
             assert held.stdout is not None and held.stdout.readline().strip() == "True"
             paths = [c["path"] for c in status(host_a)["sandboxes"][f"/run/netns/{a}"]["connections"]]
             assert paths == ["grafted (host TCP)"], "the open connection, and only it (the others ended)"
+            saved = host_a.state_dir / "router-host-tcp-grafts.json"
+            wait_for(lambda: saved.exists() and json.loads(saved.read_text()) != [], 10,
+                     "the router to save its host TCP grafts")
+            host_a.kill_router()
+            host_a.start_router()
+            paths = [c["path"] for c in status(host_a)["sandboxes"][f"/run/netns/{a}"]["connections"]]
+            assert paths == ["grafted (host TCP)"], "the restarted router lists it still"
         finally:
             held.communicate("", timeout=10)
     finally:

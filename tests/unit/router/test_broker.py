@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -218,3 +219,23 @@ def test_another_hosts_router_hands_over_only_its_own_clients():
     with rightful, theirs:
         assert broker.inbound(preamble, rightful, source="192.0.2.1", live_sockets=set()) == []
         assert broker.remote_halves[preamble.key].sock is rightful, "kept until the server's GRAFT"
+
+
+def test_grafts_onto_host_tcp_are_taken_back_from_what_the_last_router_saved():
+    broker = Broker()
+    key = (NET, CLIENT.ip, CLIENT_PORT, "10.0.1.5", SERVER_PORT)
+    with socket.socket() as sock:
+        broker.record_graft(key, CLIENT.sandbox, "", sock)
+        saved = json.loads(json.dumps(broker.host_tcp_grafts()))  # as the file holds it
+        inode = os.fstat(sock.fileno()).st_ino
+    successor = Broker()
+    assert successor.restore_host_tcp_grafts(saved, live_sockets={inode}) == 1
+    [record] = successor.grafts
+    assert (record.key, record.client_sandbox, record.server_sandbox, record.inodes, record.path) == \
+        (key, CLIENT.sandbox, "", (inode,), "grafted (host TCP)")
+    assert successor.restore_host_tcp_grafts(saved, live_sockets={inode}) == 0, "not twice"
+    assert Broker().restore_host_tcp_grafts(saved, live_sockets=set()) == 0, "the connection ended"
+    malformed = [None, 3, "x", [], [[1, 2], "a", "b", [1]], [[NET, "ip", "port", "ip", 1], "", "", [1]],
+                 [list(key), "", "", []], [list(key), "", "", ["nine"]]]
+    assert Broker().restore_host_tcp_grafts(malformed, live_sockets={1, inode}) == 0
+    assert Broker().restore_host_tcp_grafts({"not": "a list"}, live_sockets={inode}) == 0
