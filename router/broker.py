@@ -182,6 +182,7 @@ class Broker:
         self.listeners: dict[tuple[str, int], set[Conn]] = {}
         self.flows: dict[FlowKey, Flow] = {}
         self.grafts: list[GraftRecord] = []
+        self.host_tcp_version = 0  # moves whenever a graft onto host TCP comes or goes: when to save them
         self.remote_halves: dict[FlowKey, RemoteHalf] = {}
         self.overlay_decisions = 0
 
@@ -341,7 +342,7 @@ class Broker:
             key = self._signed_end(name)
             if key is not None:
                 pairs.setdefault(key, []).append(inode)
-        known = {inode for g in self.grafts for inode in g.inodes}
+        known = self._known_inodes()
         recovered = 0
         for key, inodes in pairs.items():
             network, client_ip, _, server_ip, _ = key
@@ -377,7 +378,7 @@ class Broker:
     def restore_host_tcp_grafts(self, saved: object, live_sockets: set[int]) -> int:
         """Take back what host_tcp_grafts gave an earlier router, for the connections still open; anything
         malformed is skipped. How many were new."""
-        known = {inode for g in self.grafts for inode in g.inodes}
+        known = self._known_inodes()
         restored = 0
         for entry in saved if isinstance(saved, list) else []:
             try:
@@ -390,11 +391,19 @@ class Broker:
                 continue
             self.grafts.append(GraftRecord(key, str(client), str(server), inodes, time.time(), HOST_TCP))
             restored += 1
+        self.host_tcp_version += restored
         return restored
+
+    def _known_inodes(self) -> set[int]:
+        return {inode for g in self.grafts for inode in g.inodes}
+
+    def _host_tcp_count(self) -> int:
+        return sum(g.path == HOST_TCP for g in self.grafts)
 
     def record_graft(self, key: FlowKey, client_sandbox: str, server_sandbox: str, sock: socket.socket) -> None:
         """A cross-host graft is made (on the client's host once the dial was accepted), for the status."""
         self.grafts.append(GraftRecord(key, client_sandbox, server_sandbox, (_inode(sock),), time.time(), HOST_TCP))
+        self.host_tcp_version += 1
 
     def inbound(self, preamble: Preamble, sock: socket.socket, source: str, live_sockets: set[int],
                 now: float | None = None) -> list[Action]:
@@ -517,7 +526,10 @@ class Broker:
 
     def prune(self, live_sockets: set[int]) -> None:
         """Forget grafts and channels whose sockets (by inode) are all gone."""
+        host_tcp = self._host_tcp_count()
         self.grafts[:] = [g for g in self.grafts if live_sockets & set(g.inodes)]
+        if self._host_tcp_count() != host_tcp:
+            self.host_tcp_version += 1
         self.prune_channels(live_sockets)
 
     def prune_channels(self, live_sockets: set[int]) -> None:

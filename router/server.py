@@ -104,6 +104,15 @@ class Inbound:
     buffer: bytearray = field(default_factory=bytearray)
 
 
+def _replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Put `data` at `path` in one step (a new file renamed over the old one); raises OSError."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
 class KeptJson:
     """A JSON file the router rewrites whenever its value changes, and the next router reads back."""
 
@@ -116,10 +125,8 @@ class KeptJson:
         if value == self._saved:
             return
         self._saved = value
-        tmp = self.path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(value))
-            os.replace(tmp, self.path)
+            _replace_file(self.path, json.dumps(value).encode())
         except OSError as exc:
             log.warning("cannot write %s: %s; a restarted router will not know what it holds", self.path,
                         exc.strerror)
@@ -153,11 +160,7 @@ def _name_key(path: Path) -> bytes:
     key = os.urandom(32)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-        os.replace(tmp, path)
+        _replace_file(path, key, 0o600)
     except OSError as exc:
         log.warning("cannot keep %s (%s): a restarted router will not list today's grafted connections", path,
                     exc.strerror)
@@ -187,6 +190,7 @@ class Router:
         # What the next router takes over: listeners, and grafts onto host TCP (their sockets carry no name).
         self.kept_listeners = KeptJson(self.private / "router-listeners.json")
         self.kept_host_tcp_grafts = KeptJson(self.private / "router-host-tcp-grafts.json")
+        self.saved_host_tcp_version = -1
         self.sandboxes: dict[str, socket.socket] = {}
         self.conns: dict[socket.socket, Control] = {}
         self.state_mtime = -1.0
@@ -254,7 +258,10 @@ class Router:
         self.kept_listeners.save(sorted(self.broker.registrations()))
 
     def _save_host_tcp_grafts(self) -> None:
-        self.kept_host_tcp_grafts.save(self.broker.host_tcp_grafts())
+        """Called on every turn of the loop: the list is made only when it changed."""
+        if self.broker.host_tcp_version != self.saved_host_tcp_version:
+            self.saved_host_tcp_version = self.broker.host_tcp_version
+            self.kept_host_tcp_grafts.save(self.broker.host_tcp_grafts())
 
     def _restore_host_tcp_grafts(self) -> int:
         saved = self.kept_host_tcp_grafts.load()

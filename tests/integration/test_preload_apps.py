@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,12 @@ def _library_published() -> None:
         pytest.fail("the router has not published /run/freeflow/libfreeflow.so: the plugin was built without it")
 
 
+def accelerated_pair(network: Callable[..., str], container: Callable[..., str], name: str) -> tuple[str, str, str]:
+    """A network and a server and a client container on it, both with the preload library."""
+    net = network(name)
+    return net, container("srv", net, *PRELOAD), container("cli", net, *PRELOAD)
+
+
 def veth_bytes(container: str, network: str) -> int:
     """Bytes that crossed the container's veth on `network`, both directions."""
     endpoint = inspect("container", container)["NetworkSettings"]["Networks"][network]["EndpointID"]
@@ -37,9 +44,7 @@ def listening(container: str, port: int) -> bool:
 
 
 def test_iperf3_is_grafted(network, container):
-    net = network("iperf")
-    server = container("srv", net, *PRELOAD)
-    client = container("cli", net, *PRELOAD)
+    net, server, client = accelerated_pair(network, container, "iperf")
     docker("exec", "-d", server, "iperf3", "-s", "-1")
     wait_for(lambda: listening(server, 5201), 20, "iperf3 to listen")
     before = veth_bytes(client, net)
@@ -64,9 +69,7 @@ def test_unaccelerated_side_stays_on_the_overlay_both_ways(network, container):
 
 
 def test_sockperf_ping_pong(network, container):
-    net = network("sockperf")
-    server = container("srv", net, *PRELOAD)
-    client = container("cli", net, *PRELOAD)
+    net, server, client = accelerated_pair(network, container, "sockperf")
     docker("exec", "-d", server, "sockperf", "server", "--tcp", "-p", "11111")
     wait_for(lambda: listening(server, 11111), 20, "sockperf to listen")
     before = veth_bytes(client, net)
@@ -77,9 +80,7 @@ def test_sockperf_ping_pong(network, container):
 
 
 def test_redis_server_and_benchmark(network, container):
-    net = network("redis")
-    server = container("srv", net, *PRELOAD)
-    client = container("cli", net, *PRELOAD)
+    net, server, client = accelerated_pair(network, container, "redis")
     docker("exec", "-d", server, "redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no")
     wait_for(lambda: listening(server, 6379), 20, "redis to listen")
     before = veth_bytes(client, net)
@@ -91,9 +92,7 @@ def test_redis_server_and_benchmark(network, container):
 
 
 def test_nginx_serves_curl_with_the_same_checksum(network, container):
-    net = network("nginx")
-    server = container("srv", net, *PRELOAD)
-    client = container("cli", net, *PRELOAD)
+    net, server, client = accelerated_pair(network, container, "nginx")
     docker("exec", server, "sh", "-c", "head -c 30000000 /dev/urandom > /var/www/html/blob")
     digest = docker("exec", server, "sha256sum", "/var/www/html/blob").split()[0]
     docker("exec", server, "nginx")  # a master that forks workers, which accept
@@ -138,9 +137,7 @@ ASYNCIO_CLIENT = textwrap.dedent("""
 
 
 def test_python_asyncio_echo_through_the_preload_library(network, container):
-    net = network("asyncio")
-    server = container("srv", net, *PRELOAD)
-    client = container("cli", net, *PRELOAD)
+    net, server, client = accelerated_pair(network, container, "asyncio")
     docker("exec", "-d", server, "python3", "-c", ASYNCIO_ECHO)
     wait_for(lambda: listening(server, 7007), 20, "the echo server to listen")
     before = veth_bytes(client, net)
@@ -174,9 +171,7 @@ INETD_CLIENT = textwrap.dedent("""
 
 
 def test_a_grafted_connection_served_by_an_exec_ed_program_still_looks_like_tcp(network, container):
-    net = network("inetd")
-    server = container("srv", net, *PRELOAD)
-    client = container("cli", net, *PRELOAD)
+    net, server, client = accelerated_pair(network, container, "inetd")
     docker("exec", "-d", server, "python3", "-c", INETD)
     wait_for(lambda: listening(server, 7008), 20, "the inetd-like server to listen")
     before = veth_bytes(client, net)
@@ -188,9 +183,7 @@ def test_a_grafted_connection_served_by_an_exec_ed_program_still_looks_like_tcp(
 def test_sshd_serves_a_grafted_session_and_logs_the_clients_overlay_address(network, container):
     """sshd runs every connection in a new program (exec), which checks the socket has no IP options and logs
     its peer: both must look like the TCP connection it replaced."""
-    net = network("sshd")
-    server = container("srv", net, *PRELOAD)
-    client = container("cli", net, *PRELOAD)
+    net, server, client = accelerated_pair(network, container, "sshd")
     docker("exec", client, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/root/.ssh/id_ed25519")
     key = docker("exec", client, "cat", "/root/.ssh/id_ed25519.pub")
     docker("exec", server, "sh", "-c", "ssh-keygen -A >/dev/null && mkdir -p /run/sshd /root/.ssh && "

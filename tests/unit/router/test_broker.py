@@ -234,6 +234,11 @@ def test_grafts_onto_host_tcp_are_taken_back_from_what_the_last_router_saved():
     assert (record.key, record.client_sandbox, record.server_sandbox, record.inodes, record.path) == \
         (key, CLIENT.sandbox, "", (inode,), "grafted (host TCP)")
     assert successor.restore_host_tcp_grafts(saved, live_sockets={inode}) == 0, "not twice"
+    version = successor.host_tcp_version
+    successor.prune({inode})
+    assert successor.host_tcp_version == version, "nothing changed: nothing to save"
+    successor.prune(set())
+    assert successor.host_tcp_version != version and successor.host_tcp_grafts() == [], "it ended: save again"
     assert Broker().restore_host_tcp_grafts(saved, live_sockets=set()) == 0, "the connection ended"
     malformed = [None, 3, "x", [], [[1, 2], "a", "b", [1]], [[NET, "ip", "port", "ip", 1], "", "", [1]],
                  [list(key), "", "", []], [list(key), "", "", ["nine"]]]
