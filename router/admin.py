@@ -57,6 +57,7 @@ def print_status(settings: Settings, as_json: bool = False) -> int:
         for conn in info["connections"]:
             print(f"  {conn['path']:8} {conn['local']:>21} -> {conn['remote']}")
         for ch in info.get("channels", []):
-            print(f"  channel  {ch['client']:>21} -> {ch['server']}  rings {ch['ring_size']} B, "
-                  f"{ch['bytes_moved']} B moved, {ch['path']}")
+            moved = ("bytes moved unknown (made before the router restarted)" if ch["bytes_moved"] is None
+                     else f"{ch['bytes_moved']} B moved")
+            print(f"  channel  {ch['client']:>21} -> {ch['server']}  rings {ch['ring_size']} B, {moved}, {ch['path']}")
     return 0

@@ -133,8 +133,8 @@ class ChannelRecord:
     client: str
     server: str
     ring_size: int
-    bells: tuple[int, int]  # inodes of the two ends' doorbell sockets
-    rings: list[Ring]
+    bells: tuple[int, ...]  # inodes of the two ends' doorbell sockets (of those still open, when recovered)
+    rings: list[Ring]  # the router's mappings of the two rings; none when an earlier router made the channel
     created: float
 
     @property
@@ -146,9 +146,13 @@ class ChannelRecord:
     def memory(self) -> int:
         return 2 * self.ring_size
 
-    def bytes_moved(self) -> int:
-        return sum(ring.total_written for ring in self.rings)
+    def bytes_moved(self) -> int | None:
+        """Bytes written into both rings; None when an earlier router made the channel (its rings went with it)."""
+        return sum(ring.total_written for ring in self.rings) if self.rings else None
 
+
+# What a channel doorbell end's name says: network, channel id, ring size, client ip, server address, pair tag.
+ChannelName = tuple[str, int, int, str, tuple[str, int], str]
 
 CLIENT_END, SERVER_END = "c", "s"  # the role in the tag of a pair end's name
 HOST_TCP = "grafted (host TCP)"  # the path of a graft onto a host TCP connection to another host
@@ -362,12 +366,11 @@ class Broker:
         local, peer, (short_network, role, pair, mac) = parsed[0], parsed[1], tag
         if not hmac.compare_digest(mac, _name_mac(self.name_key, local, peer, f"{short_network}.{role}.{pair}")):
             return None
-        networks = {e.network_id for e in self.endpoints if len(short_network) == 12 and
-                    e.network_id.startswith(short_network)}
-        if len(networks) != 1:
+        network = self._network(short_network)
+        if network is None:
             return None
         client, server = (local, peer) if role == CLIENT_END else (peer, local)
-        return (networks.pop(), *client, *server)
+        return (network, *client, *server)
 
     def host_tcp_grafts(self) -> list[list[object]]:
         """The grafts onto host TCP connections (their sockets have no names to find them by), as JSON values
@@ -453,7 +456,7 @@ class Broker:
         if self._over_cap({sandbox, server.sandbox}, msg.ring_size, f"{mine.ip} -> {msg.dst_ip}"):
             return [Reply(conn, MEMORY_CAP)]
         client_fds, server_fds = channel_fds(msg.ring_size)
-        channel_id = self._new_channel(sandbox, server.sandbox, mine.ip, f"{server.ip}:{msg.dst_port}",
+        channel_id = self._new_channel(mine.network_id, sandbox, server.sandbox, mine.ip, (server.ip, msg.dst_port),
                                        msg.ring_size, client_fds, server_fds)
         return [
             Reply(conn, p.ChannelReady(server.ip, msg.dst_port, channel_id, msg.ring_size),
@@ -474,8 +477,8 @@ class Broker:
         if self._over_cap({sandbox}, msg.ring_size, f"{mine.ip} -> {msg.dst_ip}"):
             return [Reply(conn, MEMORY_CAP)]
         client_fds, bridge_fds = channel_fds(msg.ring_size)
-        channel_id = self._new_channel(sandbox, "", mine.ip, f"{msg.dst_ip}:{msg.dst_port}", msg.ring_size,
-                                       client_fds, bridge_fds)
+        channel_id = self._new_channel(mine.network_id, sandbox, "", mine.ip, (msg.dst_ip, msg.dst_port),
+                                       msg.ring_size, client_fds, bridge_fds)
         # A channel has no client port: its ID (unique on this host) stands in for one in the flow key.
         kind = Kind.CHANNEL_RDMA if self.cluster.rdma_with(host) else Kind.CHANNEL
         preamble = Preamble(kind, mine.network_id, mine.ip, channel_id, msg.dst_ip, msg.dst_port, msg.ring_size)
@@ -497,9 +500,8 @@ class Broker:
             bridge_fds.close()
             server_fds.close()
             return []
-        channel_id = self._new_channel("", server.sandbox, preamble.client_ip,
-                                       f"{server.ip}:{preamble.server_port}", preamble.ring_size, bridge_fds,
-                                       server_fds)
+        channel_id = self._new_channel(server.network_id, "", server.sandbox, preamble.client_ip,
+                                       (server.ip, preamble.server_port), preamble.ring_size, bridge_fds, server_fds)
         return [Reply(listener, p.ChannelOffer(preamble.client_ip, 0, channel_id, preamble.ring_size),
                       list(dataclasses.astuple(server_fds))),
                 Bridge(bridge_fds, sock, rdma=preamble.kind == Kind.CHANNEL_RDMA)]
@@ -514,15 +516,63 @@ class Broker:
                 return True
         return False
 
-    def _new_channel(self, client_sandbox: str, server_sandbox: str, client: str, server: str, ring_size: int,
-                     client_fds: ChannelFds, server_fds: ChannelFds) -> int:
+    def _new_channel(self, network: str, client_sandbox: str, server_sandbox: str, client: str,
+                     server: tuple[str, int], ring_size: int, client_fds: ChannelFds, server_fds: ChannelFds) -> int:
+        in_use = {c.channel_id for c in self.channels}  # those of an earlier router too
         channel_id = next(self._channel_ids) % 0xFFFF + 1  # 16 bits, never 0 (it is a port on the wire)
+        for _ in range(0xFFFF):
+            if channel_id not in in_use:
+                break
+            channel_id = next(self._channel_ids) % 0xFFFF + 1
+        tag = f"{network[:12]}.{os.urandom(2).hex()}"  # and a random part: the channel id is reused
+        for role, bell in ((CLIENT_END, client_fds.bell), (SERVER_END, server_fds.bell)):
+            _name_channel_end(bell, channel_id, ring_size, client, server, f"{tag}.{role}", self.name_key)
         self.channels.append(ChannelRecord(
-            channel_id, client_sandbox, server_sandbox, client, server, ring_size,
+            channel_id, client_sandbox, server_sandbox, client, f"{server[0]}:{server[1]}", ring_size,
             (os.fstat(client_fds.bell).st_ino, os.fstat(server_fds.bell).st_ino),
             [Ring.attach(client_fds.tx), Ring.attach(server_fds.tx)], time.time()))
-        log.debug("channel %d: %s -> %s, rings of %d bytes", channel_id, client, server, ring_size)
+        log.debug("channel %d: %s -> %s:%d, rings of %d bytes", channel_id, client, *server, ring_size)
         return channel_id
+
+    def recover_channels(self, named_sockets: Iterable[tuple[int, str]]) -> int:
+        """Channels an earlier router made whose doorbells are still open, found by the names their ends carry
+        (as recover_grafts), so that `freeflow status` lists them and the memory cap counts them. How many."""
+        ends: dict[ChannelName, list[int]] = {}
+        for inode, name in named_sockets:
+            channel = self._signed_channel_end(name)
+            if channel is not None:
+                ends.setdefault(channel, []).append(inode)
+        known = {inode for c in self.channels for inode in c.bells}
+        recovered = 0
+        for (network, channel_id, ring_size, client, server, _), inodes in ends.items():
+            client_end, server_end = self._local(network, client), self._local(network, server[0])
+            if (client_end is None and server_end is None) or known & set(inodes) or len(inodes) > 2:
+                continue  # every container of it left, or a channel already known
+            self.channels.append(ChannelRecord(
+                channel_id, client_end.sandbox if client_end else "", server_end.sandbox if server_end else "",
+                client, f"{server[0]}:{server[1]}", ring_size, tuple(inodes), [], time.time()))
+            recovered += 1
+        return recovered
+
+    def _signed_channel_end(self, name: str) -> ChannelName | None:
+        """What a channel doorbell end's name says (network, id, ring size, client, server and the pair's random
+        part), when this router's key signed it."""
+        parsed = p.parse_channel_end_name(name)
+        tag = parsed[4].split(".") if parsed else []
+        if parsed is None or len(tag) != 4 or tag[2] not in (CLIENT_END, SERVER_END):
+            return None
+        channel_id, ring_size, client, server, _ = parsed
+        short_network, pair, role, mac = tag
+        signed = p.channel_end_name(channel_id, ring_size, client, server, f"{short_network}.{pair}.{role}")
+        network = self._network(short_network)
+        if not hmac.compare_digest(mac, _mac(self.name_key, signed)) or network is None:
+            return None
+        return network, channel_id, ring_size, client, server, pair
+
+    def _network(self, short_id: str) -> str | None:
+        """The one network of this host's endpoints whose id begins with `short_id` (12 characters)."""
+        networks = {e.network_id for e in self.endpoints if len(short_id) == 12 and e.network_id.startswith(short_id)}
+        return networks.pop() if len(networks) == 1 else None
 
     def prune(self, live_sockets: set[int]) -> None:
         """Forget grafts and channels whose sockets (by inode) are all gone."""
@@ -597,9 +647,27 @@ class Broker:
             del self.channel_listeners[key]
 
 
+def _mac(key: bytes, text: bytes) -> str:
+    """What signs the name of a socket the router made: anyone on the host can bind abstract names like it."""
+    return hmac.new(key, text, "sha256").hexdigest()[:16]
+
+
 def _name_mac(key: bytes, local: tuple[str, int], peer: tuple[str, int], tag: str) -> str:
-    """What signs a pair end's name: anyone on the host can bind abstract names like it."""
-    return hmac.new(key, f"{local[0]}:{local[1]} {peer[0]}:{peer[1]} {tag}".encode(), "sha256").hexdigest()[:16]
+    """The signature of a grafted pair end's name."""
+    return _mac(key, f"{local[0]}:{local[1]} {peer[0]}:{peer[1]} {tag}".encode())
+
+
+def _name_channel_end(bell: int, channel_id: int, ring_size: int, client: str, server: tuple[str, int], tag: str,
+                      name_key: bytes) -> None:
+    """Bind a channel's doorbell end (a descriptor, left open) to its name, signed, for the next router."""
+    name = p.channel_end_name(channel_id, ring_size, client, server, tag)
+    sock = socket.socket(fileno=bell)
+    try:
+        sock.bind(p.channel_end_name(channel_id, ring_size, client, server, f"{tag}.{_mac(name_key, name)}"))
+    except OSError as exc:  # a tag drawn twice: only a restarted router's status misses the channel
+        log.warning("cannot name the doorbell of channel %d: %s", channel_id, exc)
+    finally:
+        sock.detach()
 
 
 def _name_ends(client_end: socket.socket, server_end: socket.socket, key: FlowKey, name_key: bytes) -> None:

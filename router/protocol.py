@@ -47,12 +47,16 @@ def graft_end_name(local: tuple[str, int], peer: tuple[str, int], tag: str) -> b
     return f"\0{GRAFT_NAME_PREFIX}{local[0]}:{local[1]} {peer[0]}:{peer[1]} {tag}".encode()
 
 
+def _name_fields(name: str, prefix: str, count: int) -> list[str] | None:
+    """The `count` space-separated fields after `prefix` in a socket name, else None."""
+    parts = name[len(prefix):].split(" ") if name.startswith(prefix) else []
+    return parts if len(parts) == count else None
+
+
 def parse_graft_end_name(name: str) -> tuple[tuple[str, int], tuple[str, int], str] | None:
     """(local, peer, tag) from a name that graft_end_name made (without its leading NUL), else None."""
-    if not name.startswith(GRAFT_NAME_PREFIX):
-        return None
-    parts = name[len(GRAFT_NAME_PREFIX):].split(" ")
-    if len(parts) != 3:
+    parts = _name_fields(name, GRAFT_NAME_PREFIX, 3)
+    if parts is None:
         return None
     try:
         addresses = []
@@ -63,6 +67,36 @@ def parse_graft_end_name(name: str) -> tuple[tuple[str, int], tuple[str, int], s
     except (ValueError, ProtocolError):
         return None
     return addresses[0], addresses[1], parts[2]
+
+
+# Each end of a channel's doorbell socket pair is bound to an abstract name that says which channel it belongs
+# to: "freeflow-channel <id> <ring KiB> <client ip> <server ip:port> <tag>", so that a restarted router
+# lists the channels an earlier one made (and counts them against the memory cap). Names hold 107 bytes.
+CHANNEL_NAME_PREFIX = "freeflow-channel "
+
+
+def channel_end_name(channel_id: int, ring_size: int, client: str, server: tuple[str, int], tag: str) -> bytes:
+    """The abstract name of one end of a channel's doorbell (`tag`, without spaces, says which end)."""
+    return f"\0{CHANNEL_NAME_PREFIX}{channel_id} {ring_size >> 10} {client} {server[0]}:{server[1]} {tag}".encode()
+
+
+def parse_channel_end_name(name: str) -> tuple[int, int, str, tuple[str, int], str] | None:
+    """(channel id, ring size, client ip, server address, tag) from a name that channel_end_name made (without
+    its leading NUL), else None."""
+    parts = _name_fields(name, CHANNEL_NAME_PREFIX, 5)
+    if parts is None:
+        return None
+    try:
+        channel_id, ring_size, server_port = int(parts[0]), int(parts[1]) << 10, int(parts[3].split(":")[-1])
+        _port("channel id", channel_id)
+        _port("port", server_port)
+        _ring_size(ring_size)
+        client = str(ipaddress.IPv4Address(parts[2]))
+        server_ip, _ = parts[3].split(":")
+        server = (str(ipaddress.IPv4Address(server_ip)), server_port)
+    except (ValueError, ProtocolError):
+        return None
+    return channel_id, ring_size, client, server, parts[4]
 
 
 class ProtocolError(ValueError):

@@ -229,9 +229,13 @@ class Router:
         if self.cluster is not None:
             self.cluster.start()
         self._inherit_listeners()
-        recovered = self.broker.recover_grafts(named_unix_sockets()) + self._restore_host_tcp_grafts()
+        named = named_unix_sockets()
+        recovered = self.broker.recover_grafts(named) + self._restore_host_tcp_grafts()
         if recovered:
             log.info("grafted connections made by the previous router and still open: %d", recovered)
+        channels = self.broker.recover_channels(named)
+        if channels:
+            log.info("channels made by the previous router and still open: %d", channels)
         log.info("router ready: %d sandboxes, admin socket %s", len(self.sandboxes), path)
 
     def _install_library(self) -> None:

@@ -12,6 +12,7 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
+from freeflow.shm import doorbell as _doorbell
 from freeflow.shm.doorbell import DEFAULT_SPIN, Doorbell, Waiter, fence
 from freeflow.shm.errors import EndOfChannel, PeerClosed, RingCorrupted, WaitTimeout
 from freeflow.shm.ring import (
@@ -90,6 +91,17 @@ def _byte_buffer(data: ReadableBuffer) -> ByteBuffer:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
+def _byte_view(buf: WriteableBuffer, nbytes: int) -> memoryview | bytearray:
+    """A flat byte view of `buf` for the ring to fill: its first `nbytes` bytes if given (ValueError when they do
+    not fit)."""
+    view = buf if type(buf) is bytearray else _byte_buffer(buf)
+    if nbytes:
+        if not 0 < nbytes <= len(view):
+            raise ValueError(f"nbytes {nbytes} does not fit the {len(view)}-byte buffer")
+        return memoryview(view)[:nbytes]
+    return view  # type: ignore[return-value]
+
+
 def _quick_checks(spin: float) -> range:
     """What recv_into() iterates over, loading the head once per step, before it waits: nothing when the
     channel never spins."""
@@ -110,6 +122,8 @@ class Channel:
         self._rx = rx
         self._bell = bell
         self._waiter = Waiter(bell, spin)
+        self._ring = bell.ring
+        self._sleep_for_data = self._waiter.sleeper(rx.header, HEAD_SLOT, WRITER_CLOSED_SLOT, READER_WAITING_SLOT)
         self._quick_checks = _quick_checks(spin)
         self._peer_gone = False
         self._closed = False
@@ -153,18 +167,15 @@ class Channel:
 
     def sendall(self, data: ReadableBuffer) -> None:
         """Write all of `data`, waiting for space as needed."""
-        payload = data if type(data) is bytes else _byte_buffer(data)
-        tx = self._tx
+        payload = data if type(data) is bytes or type(data) is bytearray else _byte_buffer(data)
+        header = self._tx.header
         # The common case in this one frame: it all fits now (what each message of a ping-pong takes).
-        if not self._closed and not tx.header[READER_CLOSED_SLOT]:
-            sent = tx.write(payload)
-            if sent:
-                fence()  # then ring a sleeping reader: _wake_reader(), inlined
-                if tx.header[READER_WAITING_SLOT]:
-                    self._bell.ring()
-                if sent == len(payload):
-                    return
-                payload = memoryview(payload)[sent:]
+        if not self._closed and not header[READER_CLOSED_SLOT] and self._tx.put(payload):
+            _doorbell._acquire()  # fence(), inlined: then ring a sleeping reader (_wake_reader())
+            _doorbell._release()
+            if header[READER_WAITING_SLOT]:
+                self._ring()
+            return
         self._sendall(payload, self._deadline())
 
     def send_msg(self, data: ReadableBuffer) -> None:
@@ -202,9 +213,9 @@ class Channel:
             if self._peer_gone:
                 raise PeerClosed("the peer is gone")
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:  # until the reader frees space (the tail moves off "full") or closes
+            try:  # until the reader's tail crosses a quarter of the ring after "full" (ring.py), or it closes
                 if not self._waiter.wait(tx.header, TAIL_SLOT, tx.head - tx.capacity, READER_CLOSED_SLOT,
-                                         WRITER_WAITING_SLOT, remaining):
+                                         WRITER_WAITING_SLOT, remaining, tx.space_shift):
                     raise WaitTimeout(f"no space in the channel for {self.timeout} s")
             except PeerClosed:
                 self._peer_gone = True
@@ -230,40 +241,51 @@ class Channel:
 
     def recv_into(self, buf: WriteableBuffer, nbytes: int = 0) -> int:
         """Like recv(), into `buf` (its first `nbytes` bytes if given); 0 at end of stream."""
-        view = (buf if type(buf) is bytearray or (type(buf) is memoryview and buf.ndim == 1 and buf.format == "B")
-                else _byte_buffer(buf))
-        if nbytes:
-            if not 0 < nbytes <= len(view):
-                raise ValueError(f"nbytes {nbytes} does not fit the {len(view)}-byte buffer")
-            view = memoryview(view)[:nbytes]
         if self._closed:
             raise ValueError("recv on a closed channel")
         rx = self._rx
         header = rx.header
         tail = rx.tail
-        if header[HEAD_SLOT] == tail and len(view):  # empty: wait first (no read that finds nothing)
+        if header[HEAD_SLOT] == tail:  # empty: wait first (no read that finds nothing)
             # A reply on its way arrives within a few loads: look for it without a call or a clock first.
             for _ in self._quick_checks:
                 if header[HEAD_SLOT] != tail:
-                    n = rx.readinto(view)
                     break
             else:
-                n = self._wait_into(view)
-                if not n:
-                    return 0
-        else:
-            n = rx.readinto(view)
-        fence()  # then ring a writer sleeping for space: _wake_writer(), inlined
-        if rx.header[WRITER_WAITING_SLOT]:
-            self._bell.ring()
+                # A channel that sleeps at once, with no time limit (each message of a sleeping ping-pong): one
+                # lean sleep, then the read below. Anything else, or a sleep that did not end with data or the
+                # end of the stream there, waits in full.
+                if (self.timeout is not None or self._quick_checks or self._peer_gone
+                        or not (type(buf) is memoryview or type(buf) is bytearray) or not len(buf)
+                        or not self._sleep_for_data(tail)):
+                    return self._wait_into(_byte_view(buf, nbytes))
+        # The common case in this one frame: a flat view of bytes that the data fills before the wrap-around.
+        if type(buf) is memoryview and not nbytes:
+            try:
+                took = rx.take(buf)
+            except (TypeError, ValueError, NotImplementedError):  # another shape: cast below
+                took = False
+            if took:
+                if (rx.tail ^ tail) >> rx.space_shift:  # _wake_writer()'s test, inlined
+                    self._wake_writer(tail)
+                return len(buf)
+        return self._read_into(_byte_view(buf, nbytes))
+
+    def _read_into(self, view: memoryview | bytearray) -> int:
+        """recv_into() on a ring with data: what fits into `view`, read."""
+        tail = self._rx.tail
+        n = self._rx.readinto(view)
+        self._wake_writer(tail)
         return n
 
-    def _wait_into(self, view: WriteableBuffer) -> int:
-        """recv_into() on an empty ring: wait, then read; 0 at end of stream."""
+    def _wait_into(self, view: memoryview | bytearray) -> int:
+        """recv_into() on an empty ring: wait, then read; 0 at end of stream (or into an empty buffer)."""
+        if not len(view):
+            return 0
         deadline = self._deadline()
         while True:
             ended = self._await_data(deadline)
-            n = self._rx.readinto(view)
+            n = self._read_into(view)
             if n or ended:
                 return n
 
@@ -289,13 +311,14 @@ class Channel:
         if self._closed:
             raise ValueError("recv on a closed channel")
         rx = self._rx
+        tail = rx.tail
         data = rx.read(n)
         while not data and n:
             ended = self._await_data(deadline)
             data = rx.read(n)
             if not data and ended:
                 return b""
-        self._wake_writer()
+        self._wake_writer(tail)
         return data
 
     def _await_data(self, deadline: float | None) -> bool:
@@ -313,11 +336,14 @@ class Channel:
                 self._peer_gone = True
         return self._peer_gone or rx.header[WRITER_CLOSED_SLOT] != 0
 
-    def _wake_writer(self) -> None:
-        """After a read: ring the peer if it sleeps waiting for space (the barrier first: doorbell.py)."""
-        fence()
-        if self._rx.header[WRITER_WAITING_SLOT]:
-            self._bell.ring()
+    def _wake_writer(self, tail: int) -> None:
+        """After a read from `tail` on: ring the peer if it sleeps waiting for space, which it does until the
+        tail crosses a quarter of the ring (ring.py); so only such a read needs the barrier (doorbell.py)."""
+        rx = self._rx
+        if (rx.tail ^ tail) >> rx.space_shift:
+            fence()
+            if rx.header[WRITER_WAITING_SLOT]:
+                self._bell.ring()
 
     # Lifetime.
 

@@ -14,7 +14,14 @@ its change (head or tail), runs a full barrier, reads the flag and rings only if
 barriers make this Dekker's pattern: at least one side sees the other's store, so either the waiter finds
 the condition true or the ringer finds the flag set. x86-64 may delay a store past a later load (store
 buffer), which is why a plain store is not enough and fence() exists. A stale ring only causes one
-spurious wake-up, after which the condition is re-checked.
+spurious wake-up, after which the condition is re-checked. A writer waiting for space waits for the tail to
+cross a quarter of the ring (ring.py), so a reader runs the barrier and reads the flag only after a read that
+crosses one.
+
+Before it announces a sleep, a waiter gives its CPU away once (sched_yield). A peer on the same CPU, woken or
+about to answer, then runs at once, and its answer is there without a sleep and a wake-up: a 64 B ping-pong
+sleeping on one CPU took 8.9 µs here instead of 15.4 µs (a Python AF_UNIX socket pair: 13.7 µs), and 9.2 µs
+instead of 17.2 µs unpinned with both CPUs busy. On an idle CPU the call returns at once, for ~1 µs.
 
 Waits never hang: each ends after its timeout, or when the peer's end of the doorbell closes.
 """
@@ -27,6 +34,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from freeflow.shm.errors import PeerClosed, ShmError
 
@@ -76,6 +84,7 @@ class Doorbell:
             raise ShmError(f"a doorbell is a unix stream socket, not {family!r} {kind!r}")
         sock.setblocking(True)
         self._sock = sock
+        self._send = sock.send
         self._rings = bytearray(_PENDING_RINGS)  # what sleep() and drain() receive into (no new bytes per wake-up)
         self._poll: select.poll | None = None
 
@@ -93,7 +102,7 @@ class Doorbell:
         and a closed other end needs none)."""
         # Not contextlib.suppress: this runs for every message a sleeping peer gets, and suppress costs more.
         try:  # noqa: SIM105
-            self._sock.send(b"\1", _RING_FLAGS)
+            self._send(b"\1", _RING_FLAGS)
         except (BlockingIOError, BrokenPipeError, ConnectionResetError):
             pass
 
@@ -142,21 +151,22 @@ class Waiter:
         self.spin = spin
 
     def wait(self, words: memoryview, slot: int, value: int, closed_slot: int, sleeping_slot: int,
-             timeout: float | None) -> bool:
-        """Wait until `words[slot]` is no longer `value` or `words[closed_slot]` is set (True), or `timeout`
-        seconds (None: no limit) passed (False).
+             timeout: float | None, shift: int = 0) -> bool:
+        """Wait until `words[slot] >> shift` is no longer `value >> shift` or `words[closed_slot]` is set (True),
+        or `timeout` seconds (None: no limit) passed (False).
 
         `words` is a ring's header as 8-byte slots; `sleeping_slot` is this side's sleeping flag in it, set
         while asleep (the peer rings after a change when it finds the flag set). Call it when the condition is
         false, and check again after: a stale ring can end a wait early. Raises PeerClosed when the peer's
         end of the doorbell is closed and the condition is still false.
         """
+        value >>= shift
         if self.spin > 0:
             spin = self.spin if timeout is None else min(self.spin, timeout)
             end = time.monotonic() + spin
             while True:
                 for _ in range(_SPIN_CHECKS):
-                    if words[slot] != value:
+                    if words[slot] >> shift != value:
                         return True
                 if words[closed_slot]:
                     return True
@@ -164,16 +174,51 @@ class Waiter:
                     break
             if timeout is not None:
                 timeout = max(0.0, timeout - spin)
+        return self.sleep(words, slot, value, closed_slot, sleeping_slot, timeout, shift)
+
+    def sleeper(self, words: memoryview, slot: int, closed_slot: int, sleeping_slot: int) -> Callable[[int], bool]:
+        """sleep() for one counter, with no time limit: a function of `value` that announces the sleep, fences,
+        checks again and sleeps on the doorbell, and then says whether the condition holds. False after a stale
+        ring or when the peer's end closed: wait() then tells which (the end of file stays). A channel waits so
+        for each message of a sleeping ping-pong, where the calls and lookups of sleep() cost as much as the
+        system calls (the same protocol, bound once)."""
+        recv_into, rings, give_way = self.bell._sock.recv_into, self.bell._rings, os.sched_yield
+
+        def sleep(value: int) -> bool:
+            give_way()
+            if words[slot] != value or words[closed_slot]:
+                return True
+            words[sleeping_slot] = 1
+            _acquire()  # fence(), inlined
+            _release()
+            if words[slot] == value and not words[closed_slot]:
+                try:  # noqa: SIM105 (suppress() costs more)
+                    recv_into(rings)
+                except ConnectionResetError:
+                    pass
+            words[sleeping_slot] = 0
+            return words[slot] != value or words[closed_slot] != 0
+
+        return sleep
+
+    def sleep(self, words: memoryview, slot: int, value: int, closed_slot: int, sleeping_slot: int,
+              timeout: float | None = None, shift: int = 0) -> bool:
+        """wait() without spinning, `value` already shifted: announce the sleep, fence, check again, sleep on the
+        doorbell (the CPU given away once first: the module's docstring). What wait() returns and raises."""
+        os.sched_yield()
+        if words[slot] >> shift != value or words[closed_slot]:
+            return True
         words[sleeping_slot] = 1
-        fence()
-        if words[slot] != value or words[closed_slot]:
+        _acquire()  # fence(), inlined
+        _release()
+        if words[slot] >> shift != value or words[closed_slot]:
             words[sleeping_slot] = 0
             return True
         try:
             rung = timeout != 0 and self.bell.sleep(timeout)
         except PeerClosed:
             words[sleeping_slot] = 0
-            if words[slot] != value or words[closed_slot]:
+            if words[slot] >> shift != value or words[closed_slot]:
                 return True
             raise
         words[sleeping_slot] = 0

@@ -12,9 +12,13 @@ then copies data, then publishes `tail`, and neither side needs a barrier. Bulk 
 ends its non-temporal copy loops with sfence, and string stores are not reordered with a later store.
 The only store-then-load pattern (the sleeping flags) needs a full barrier: see doorbell.fence().
 
+A writer that waits for space waits until the tail crosses the next quarter of the ring (`space_shift`), as a
+TCP sender blocked on a full buffer waits for a third of it: so a reader needs the barrier and a look at the
+writer's sleeping flag only after a read that crosses a quarter, and most reads take neither.
+
 Data arguments are buffers of bytes (bytes, bytearray, mmap, memoryview of format "B"); the channel
-casts anything else. Each side either writes or reads and keeps its own counter locally; write() also keeps
-the tail it last read and reads the shared one again only when the space it saw free is used up, so a
+casts anything else. Each side either writes or reads and keeps its own counter locally; write() and put() keep
+the tail they last read and read the shared one again only when the space it saw free is used up, so a
 message that fits loads no line the reader writes. A counter read from the peer is validated before use
 (a garbage tail, then, at write()'s next read of it), so a peer writing garbage raises RingCorrupted, never
 an out-of-bounds access. The memfd is sealed against shrinking and growing, so the peer cannot truncate it
@@ -66,11 +70,14 @@ class Ring:
 
     `head` and `tail` are this side's own copies of the counters (the writer's head, the reader's tail are
     current; read them, never set them). `header` is the shared header as 8-byte slots (the *_SLOT constants).
+    `space_shift`: a tail shifted right by it counts the quarters of the ring read; a writer waiting for space
+    waits for that count to change (see the module's docstring).
     """
 
     def __init__(self, mapping: mmap.mmap, capacity: int) -> None:
         self.capacity = capacity
         self._mask = capacity - 1
+        self.space_shift = (capacity >> 2).bit_length() - 1
         self._mapping = mapping
         view = memoryview(mapping)
         self.header = view[:HEADER_SIZE].cast("Q")
@@ -179,6 +186,29 @@ class Ring:
         self.head += n
         self.header[HEAD_SLOT] = self.head
 
+    def put(self, data: ByteBuffer) -> bool:
+        """Copy all of `data` and publish it, if it fits in the free space before the wrap-around; False, with
+        nothing written, when it does not. Like write(), it reads the reader's tail only when the space last
+        seen free is too short."""
+        head = self.head
+        n = len(data)
+        pos = head & self._mask
+        end = pos + n
+        if end > self.capacity:
+            return False
+        if head + n > self._seen_tail + self.capacity:
+            tail = self.header[TAIL_SLOT]
+            if not 0 <= head - tail <= self.capacity:
+                self._corrupted()
+            self._seen_tail = tail
+            if head + n > tail + self.capacity:
+                return False
+        self._data[pos:end] = data
+        self._reserved = 0
+        self.head = head + n
+        self.header[HEAD_SLOT] = head + n
+        return True
+
     def write(self, data: ByteBuffer) -> int:
         """Copy as much of `data` as fits (across the wrap-around) and publish it; return the count."""
         head = self.head
@@ -260,6 +290,23 @@ class Ring:
         self.tail = tail + n
         self.header[TAIL_SLOT] = tail + n
         return out
+
+    def take(self, view: memoryview) -> bool:
+        """Fill all of `view`, a flat view of bytes, and consume what it took, if that much is readable before
+        the wrap-around; False, with nothing read, when it is not. A view of another shape raises (TypeError,
+        ValueError or NotImplementedError) before anything is read."""
+        tail = self.tail
+        n = len(view)
+        avail = self.header[HEAD_SLOT] - tail
+        pos = tail & self._mask
+        end = pos + n
+        if not n <= avail <= self.capacity or end > self.capacity:
+            return False
+        view[:] = self._data[pos:end]
+        self._peeked = 0
+        self.tail = tail + n
+        self.header[TAIL_SLOT] = tail + n
+        return True
 
     def readinto(self, buf: WriteableBuffer) -> int:
         """Copy readable bytes into `buf`, consume them and return the count (0 when the ring is empty)."""

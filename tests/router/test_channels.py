@@ -260,6 +260,28 @@ def test_status_lists_an_open_channel_with_bytes_moved(lab):
     assert finish(server) == ["shm", str(3 << 20)]
 
 
+def test_a_restarted_router_still_lists_the_open_channel(lab):
+    """Found by the names of its doorbell's ends: its rings and ends, not what moved before the restart."""
+    a, b = lab.add_host(1), lab.add_host(2)
+    lab.start_router()
+    server = start_server(lab, b)
+    client = paused_client(a, mb=3, pause=2)
+    lab.kill_router()
+    lab.start_router()
+    sandboxes = lab.status()["sandboxes"]
+    for ns in (a, b):
+        [channel] = sandboxes[f"/run/netns/{ns}"]["channels"]
+        assert (channel["ring_size"], channel["client"], channel["server"], channel["path"]) == (
+            1 << 20, "10.213.0.1", f"10.213.0.2:{PORT}", "shm")
+        assert channel["bytes_moved"] is None
+    assert finish(client, "go\n") == ["shm", "True"]
+    assert finish(server) == ["shm", str(3 << 20)]
+    deadline = time.monotonic() + 10
+    while any(lab.status()["sandboxes"][f"/run/netns/{ns}"]["channels"] for ns in (a, b)):
+        assert time.monotonic() < deadline, "a closed channel is no longer listed"
+        time.sleep(0.1)
+
+
 def test_a_killed_peer_is_seen_as_the_end_of_the_stream(lab):
     a, b = lab.add_host(1), lab.add_host(2)
     lab.start_router()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterator
+
+import pytest
 
 from freeflow.router import protocol as p
 from freeflow.router.broker import Broker, Endpoint, Reply, _name_mac
@@ -244,3 +247,94 @@ def test_grafts_onto_host_tcp_are_taken_back_from_what_the_last_router_saved():
                  [list(key), "", "", []], [list(key), "", "", ["nine"]]]
     assert Broker().restore_host_tcp_grafts(malformed, live_sockets={1, inode}) == 0
     assert Broker().restore_host_tcp_grafts({"not": "a list"}, live_sockets={inode}) == 0
+
+
+@pytest.fixture
+def bells() -> Iterator[list[socket.socket]]:
+    """Where a test keeps the doorbell ends it made: closed after it."""
+    ends: list[socket.socket] = []
+    yield ends
+    for end in ends:
+        end.close()
+
+
+def channel_between(broker: Broker, ring_size: int = 1 << 16) -> list[socket.socket]:
+    """A's channel to B's channel listener on port 7100: the doorbell ends of both sides (their rings closed)."""
+    broker.channel_listen("b-listener", SERVER.sandbox, p.ChannelListen(7100, 0))
+    actions = broker.channel_connect("a", CLIENT.sandbox, p.ChannelConnect(SERVER.ip, 7100, 0, ring_size), set())
+    assert [type(a.message) for a in actions] == [p.ChannelReady, p.ChannelOffer]
+    bells = []
+    for action in actions:
+        tx, rx, bell = action.fds
+        os.close(tx)
+        os.close(rx)
+        bells.append(socket.socket(fileno=bell))
+    return bells
+
+
+def test_a_channel_doorbell_is_named_after_its_channel(bells: list[socket.socket]) -> None:
+    broker = Broker()
+    broker.set_endpoints([CLIENT, SERVER])
+    bells += channel_between(broker)
+    names = [bell.getsockname().decode().split() for bell in bells]
+    [record] = broker.channels
+    for name in names:
+        assert name[:5] == ["\0freeflow-channel", str(record.channel_id), "64", CLIENT.ip, f"{SERVER.ip}:7100"]
+    (net_a, pair_a, role_a, mac_a), (net_b, pair_b, role_b, mac_b) = (name[5].split(".") for name in names)
+    assert (net_a, net_b, pair_a, role_a, role_b) == (NET[:12], NET[:12], pair_b, "c", "s")
+    assert len(mac_a) == len(mac_b) == 16 and mac_a != mac_b
+
+
+def test_a_new_broker_recovers_the_open_channels_of_the_last_one(bells: list[socket.socket]) -> None:
+    """After a router restart, status lists the channel (its bytes unknown) and the memory cap counts it."""
+    broker = Broker()
+    broker.set_endpoints([CLIENT, SERVER])
+    bells += channel_between(broker, 1 << 20)
+    [made] = broker.channels
+    successor = Broker(channel_memory=3 << 20, name_key=broker.name_key)
+    successor.set_endpoints([CLIENT, SERVER])
+    assert successor.recover_channels(named_ends(bells)) == 1
+    [record] = successor.channels
+    assert (record.channel_id, record.ring_size, record.client, record.server) == (
+        made.channel_id, 1 << 20, CLIENT.ip, f"{SERVER.ip}:7100")
+    assert (record.client_sandbox, record.server_sandbox, record.path) == (CLIENT.sandbox, SERVER.sandbox, "shm")
+    assert sorted(record.bells) == sorted(made.bells) and record.bytes_moved() is None
+    assert successor.recover_channels(named_ends(bells)) == 0, "a channel already known is not added twice"
+    successor.channel_listen("b-listener", SERVER.sandbox, p.ChannelListen(7100, 0))
+    [refused] = successor.channel_connect("a", CLIENT.sandbox, p.ChannelConnect(SERVER.ip, 7100, 0, 1 << 20),
+                                          {record.bells[0]})
+    assert refused.message.verdict == p.Verdict.REFUSED, "the recovered channel counts against the cap"
+    roomy = Broker(name_key=broker.name_key)
+    roomy.set_endpoints([CLIENT, SERVER])
+    roomy.recover_channels(named_ends(bells))
+    roomy.channel_listen("b-listener", SERVER.sandbox, p.ChannelListen(7100, 0))
+    actions = roomy.channel_connect("a", CLIENT.sandbox, p.ChannelConnect(SERVER.ip, 7100, 0, 1 << 20),
+                                    {record.bells[0]})
+    close_fds(actions)
+    assert actions[0].message.channel_id != made.channel_id, "its id is not given again while it lives"
+    assert Broker(name_key=b"another router" * 3).recover_channels(named_ends(bells)) == 0, "not signed by it"
+    gone = Broker(name_key=broker.name_key)
+    gone.set_endpoints([NEIGHBOUR])
+    assert gone.recover_channels(named_ends(bells)) == 0, "both of its containers left"
+
+
+def test_channel_names_anyone_could_bind_are_not_taken_for_channels(bells: list[socket.socket]) -> None:
+    broker = Broker()
+    broker.set_endpoints([CLIENT, SERVER])
+    bells += channel_between(broker)
+    [good] = [name for _, name in named_ends(bells[:1])]
+    broker.channels.clear()
+    assert broker.recover_channels([(1, good)]) == 1, "the control case"
+    broker.channels.clear()
+    words = good.split(" ")
+    forged = [
+        good[:-1] + ("0" if good[-1] != "0" else "1"),  # the signature altered
+        " ".join([*words[:2], "128", *words[3:]]),  # another ring size under the same signature
+        " ".join([*words[:2], "3", *words[3:]]),  # not a ring size at all
+        " ".join([*words[:3], "10.0.0.9", *words[4:]]),  # another client under the same signature
+        good.replace(NET[:12], "ffffffffffff"),  # an unknown network
+        " ".join(words[:-1]),  # no tag
+        "freeflow-channel",
+    ]
+    assert broker.recover_channels(enumerate(forged, start=10)) == 0
+    assert broker.channels == []

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import mmap
 import os
+import threading
+import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -51,6 +53,48 @@ def test_send_takes_what_fits_and_sendall_waits(pair: tuple[Channel, Channel]) -
     a.timeout = 0.05
     with pytest.raises(WaitTimeout):
         a.sendall(bytes(10))
+
+
+def read_by_recv(channel: Channel, n: int) -> bytes:
+    return channel.recv(n)
+
+
+def read_into_bytearray(channel: Channel, n: int) -> bytes:
+    buf = bytearray(n)
+    return bytes(buf[:channel.recv_into(buf)])
+
+
+def read_into_view(channel: Channel, n: int) -> bytes:
+    view = memoryview(bytearray(n))
+    return bytes(view[:channel.recv_into(view)])
+
+
+@pytest.mark.parametrize("read", [read_by_recv, read_into_bytearray, read_into_view])
+def test_a_writer_waiting_for_space_resumes_once_a_quarter_is_read(read: Callable[[Channel, int], bytes]) -> None:
+    """Like a TCP sender blocked on a full buffer: a read of less than a quarter of the ring leaves it waiting
+    (so most reads need no barrier, ring.py); the read that completes the quarter wakes it from its sleep."""
+    a, b = channel_pair(4096, spin=0, timeout=5)
+    message = bytes(range(256)) * 17  # 4352 bytes: the last 256 wait for space
+    writer = threading.Thread(target=a.sendall, args=(message,))
+    writer.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not b._rx.writer_waiting and time.monotonic() < deadline:  # asleep on the full ring
+            time.sleep(0.001)
+        assert b._rx.writer_waiting
+        got = read(b, 1023)
+        time.sleep(0.05)
+        assert b._rx.readable() == 4096 - 1023 and writer.is_alive()
+        got += read(b, 1)
+        writer.join(5)
+        assert not writer.is_alive()
+        while len(got) < len(message):
+            got += b.recv(len(message) - len(got))
+        assert got == message
+    finally:
+        writer.join(5)
+        a.close()
+        b.close()
 
 
 def test_messages_keep_their_boundaries(pair: tuple[Channel, Channel]) -> None:

@@ -117,6 +117,32 @@ def test_a_stream_of_random_chunks_arrives_intact(spawn: Spawn, spin: float, tot
     assert exit_code(pid) == 0
 
 
+def test_small_reads_wake_a_writer_sleeping_for_space(spawn: Spawn) -> None:
+    """A small ring (quarters of 1 KiB) read in pieces of every size, views filled in place included: each time
+    a read crosses a quarter, the writer asleep on the full ring must be woken, or the stream stalls."""
+    total = 4 * MiB
+
+    def sender(channel: Channel) -> None:
+        for chunk in chunks(seed=3, total=total, largest=6000):
+            channel.sendall(chunk)
+
+    channel, pid = spawn(sender, capacity=4096, spin=0.0, timeout=5)
+    rng = random.Random(4)
+    digest = hashlib.sha256()
+    buf = memoryview(bytearray(3000))
+    received = 0
+    while True:
+        view = buf[:rng.randint(1, len(buf))]
+        got = channel.recv_into(view)
+        if not got:
+            break
+        digest.update(view[:got])
+        received += got
+    assert received == total
+    assert digest.hexdigest() == stream_digest(seed=3, total=total, largest=6000)
+    assert exit_code(pid) == 0
+
+
 def test_echoed_messages_match_their_checksums(spawn: Spawn) -> None:
     def echo(channel: Channel) -> None:
         while True:
@@ -140,21 +166,33 @@ def test_echoed_messages_match_their_checksums(spawn: Spawn) -> None:
     assert exit_code(pid) == 0
 
 
+def read_64(channel: Channel, into_view: bool) -> bytes:
+    """64 bytes, by recv() or by recv_into() a view (the lean way a channel that sleeps at once waits)."""
+    if not into_view:
+        got = channel.recv(64)
+        while got and len(got) < 64:
+            got += channel.recv(64 - len(got))
+        return got
+    view = memoryview(bytearray(64))
+    n = channel.recv_into(view)
+    while n and n < 64:
+        n += channel.recv_into(view[n:])
+    return bytes(view[:n])
+
+
+@pytest.mark.parametrize("into_view", [False, True], ids=["recv", "recv_into"])
 @pytest.mark.parametrize("spin", [DEFAULT_SPIN, 0.0], ids=["spin", "sleep"])
-def test_ping_pong_loses_no_wake_up(spawn: Spawn, spin: float) -> None:
+def test_ping_pong_loses_no_wake_up(spawn: Spawn, spin: float, into_view: bool) -> None:
     """Every round trip makes both sides wait; a lost wake-up would end in WaitTimeout."""
     def pong(channel: Channel) -> None:
-        while message := channel.recv(64):
+        while message := read_64(channel, into_view):
             channel.sendall(message)
 
     channel, pid = spawn(pong, spin=spin, timeout=5)
     message = bytes(range(64))
     for _ in range(2000):
         channel.sendall(message)
-        got = channel.recv(64)
-        while len(got) < 64:
-            got += channel.recv(64 - len(got))
-        assert got == message
+        assert read_64(channel, into_view) == message
     channel.close()
     assert exit_code(pid) == 0
 

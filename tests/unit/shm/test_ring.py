@@ -54,6 +54,8 @@ operations = st.lists(st.one_of(
     st.tuples(st.just("readinto"), st.integers(0, 1100)),
     st.tuples(st.just("reserve"), st.integers(0, 1100), st.integers(0, 1100)),
     st.tuples(st.just("peek"), st.integers(0, 1100)),
+    st.tuples(st.just("put"), st.binary(max_size=1100)),
+    st.tuples(st.just("take"), st.integers(0, 1100)),
 ), max_size=60)
 
 
@@ -77,6 +79,18 @@ def test_random_operations_match_a_bytes_model(capacity: int, ops: list[tuple]) 
                 n = ring.readinto(buf)
                 assert buf[:n] == model[:n] and n == min(args[0], len(model))
                 del model[:n]
+            elif op == "put":  # all or nothing, and only where it fits before the wrap-around
+                fits = len(args[0]) <= capacity - len(model) and (ring.head & (capacity - 1)) + len(args[0]) <= capacity
+                assert ring.put(args[0]) == fits
+                if fits:
+                    model += args[0]
+            elif op == "take":
+                buf = bytearray(args[0])
+                fits = args[0] <= len(model) and (ring.tail & (capacity - 1)) + args[0] <= capacity
+                assert ring.take(memoryview(buf)) == fits
+                if fits:
+                    assert buf == model[:args[0]]
+                    del model[:args[0]]
             elif op == "reserve":
                 view = ring.reserve(args[0])
                 assert len(view) <= min(args[0], capacity - len(model))
@@ -234,13 +248,14 @@ def test_tail_beyond_head_is_corruption(ring_and_fd: tuple[Ring, int]) -> None:
     mapping.close()
 
 
-def test_a_garbage_tail_is_refused_on_every_write_after(ring_and_fd: tuple[Ring, int]) -> None:
+@pytest.mark.parametrize("method", ["write", "put"])
+def test_a_garbage_tail_is_refused_on_every_write_after(ring_and_fd: tuple[Ring, int], method: str) -> None:
     ring, fd = ring_and_fd
     mapping, slots = header(fd)
     slots[TAIL_SLOT] = 2**50
     for size in (ring.capacity, 1, ring.capacity // 2):  # the first reads the tail; the next may not, but must
         with pytest.raises(RingCorrupted):
-            ring.write(bytes(size))
+            getattr(ring, method)(bytes(size))
     slots.release()
     mapping.close()
 
