@@ -136,11 +136,12 @@ class ChannelRecord:
     bells: tuple[int, ...]  # inodes of the two ends' doorbell sockets (of those still open, when recovered)
     rings: list[Ring]  # the router's mappings of the two rings; none when an earlier router made the channel
     created: float
+    bridged: bool  # one end is another host's: the routers bridge the rings over host TCP
 
     @property
     def path(self) -> str:
         """Shared memory between the two containers, or each side's rings bridged over host TCP."""
-        return "shm" if self.client_sandbox and self.server_sandbox else "shm, bridged over host TCP"
+        return "shm, bridged over host TCP" if self.bridged else "shm"
 
     @property
     def memory(self) -> int:
@@ -151,8 +152,9 @@ class ChannelRecord:
         return sum(ring.total_written for ring in self.rings) if self.rings else None
 
 
-# What a channel doorbell end's name says: network, channel id, ring size, client ip, server address, pair tag.
-ChannelName = tuple[str, int, int, str, tuple[str, int], str]
+# What a channel doorbell end's name says: network, channel id, ring size, client ip, server address, pair tag,
+# whether it is bridged to another host.
+ChannelName = tuple[str, int, int, str, tuple[str, int], str, bool]
 
 CLIENT_END, SERVER_END = "c", "s"  # the role in the tag of a pair end's name
 HOST_TCP = "grafted (host TCP)"  # the path of a graft onto a host TCP connection to another host
@@ -363,8 +365,8 @@ class Broker:
         tag = parsed[2].split(".") if parsed else []
         if parsed is None or len(tag) != 4 or tag[1] not in (CLIENT_END, SERVER_END):
             return None
-        local, peer, (short_network, role, pair, mac) = parsed[0], parsed[1], tag
-        if not hmac.compare_digest(mac, _name_mac(self.name_key, local, peer, f"{short_network}.{role}.{pair}")):
+        local, peer, (short_network, role, _, mac) = parsed[0], parsed[1], tag
+        if not _signed_by(self.name_key, name[len(p.GRAFT_NAME_PREFIX):].rsplit(".", 1)[0], mac):
             return None
         network = self._network(short_network)
         if network is None:
@@ -524,13 +526,15 @@ class Broker:
             if channel_id not in in_use:
                 break
             channel_id = next(self._channel_ids) % 0xFFFF + 1
+        bridged = not (client_sandbox and server_sandbox)
         tag = f"{network[:12]}.{os.urandom(2).hex()}"  # and a random part: the channel id is reused
         for role, bell in ((CLIENT_END, client_fds.bell), (SERVER_END, server_fds.bell)):
+            role = role.upper() if bridged else role  # the case of the role says which way it goes
             _name_channel_end(bell, channel_id, ring_size, client, server, f"{tag}.{role}", self.name_key)
         self.channels.append(ChannelRecord(
             channel_id, client_sandbox, server_sandbox, client, f"{server[0]}:{server[1]}", ring_size,
             (os.fstat(client_fds.bell).st_ino, os.fstat(server_fds.bell).st_ino),
-            [Ring.attach(client_fds.tx), Ring.attach(server_fds.tx)], time.time()))
+            [Ring.attach(client_fds.tx), Ring.attach(server_fds.tx)], time.time(), bridged))
         log.debug("channel %d: %s -> %s:%d, rings of %d bytes", channel_id, client, *server, ring_size)
         return channel_id
 
@@ -544,13 +548,13 @@ class Broker:
                 ends.setdefault(channel, []).append(inode)
         known = {inode for c in self.channels for inode in c.bells}
         recovered = 0
-        for (network, channel_id, ring_size, client, server, _), inodes in ends.items():
+        for (network, channel_id, ring_size, client, server, _, bridged), inodes in ends.items():
             client_end, server_end = self._local(network, client), self._local(network, server[0])
             if (client_end is None and server_end is None) or known & set(inodes) or len(inodes) > 2:
                 continue  # every container of it left, or a channel already known
             self.channels.append(ChannelRecord(
                 channel_id, client_end.sandbox if client_end else "", server_end.sandbox if server_end else "",
-                client, f"{server[0]}:{server[1]}", ring_size, tuple(inodes), [], time.time()))
+                client, f"{server[0]}:{server[1]}", ring_size, tuple(inodes), [], time.time(), bridged))
             recovered += 1
         return recovered
 
@@ -559,15 +563,16 @@ class Broker:
         part), when this router's key signed it."""
         parsed = p.parse_channel_end_name(name)
         tag = parsed[4].split(".") if parsed else []
-        if parsed is None or len(tag) != 4 or tag[2] not in (CLIENT_END, SERVER_END):
+        if parsed is None or len(tag) != 4 or tag[2].lower() not in (CLIENT_END, SERVER_END):
             return None
         channel_id, ring_size, client, server, _ = parsed
         short_network, pair, role, mac = tag
-        signed = p.channel_end_name(channel_id, ring_size, client, server, f"{short_network}.{pair}.{role}")
-        network = self._network(short_network)
-        if not hmac.compare_digest(mac, _mac(self.name_key, signed)) or network is None:
+        if not _signed_by(self.name_key, "\0" + name.rsplit(".", 1)[0], mac):
             return None
-        return network, channel_id, ring_size, client, server, pair
+        network = self._network(short_network)
+        if network is None:
+            return None
+        return network, channel_id, ring_size, client, server, pair, role.isupper()
 
     def _network(self, short_id: str) -> str | None:
         """The one network of this host's endpoints whose id begins with `short_id` (12 characters)."""
@@ -650,6 +655,12 @@ class Broker:
 def _mac(key: bytes, text: bytes) -> str:
     """What signs the name of a socket the router made: anyone on the host can bind abstract names like it."""
     return hmac.new(key, text, "sha256").hexdigest()[:16]
+
+
+def _signed_by(key: bytes, text: str, mac: str) -> bool:
+    """Whether `mac` is the signature of `text` as the name that arrived spells it (so that another spelling of
+    the same numbers, "07" or "+7", is not taken for the signed one); a name is any text a host user bound."""
+    return len(mac) == 16 and mac.isascii() and hmac.compare_digest(mac, _mac(key, text.encode()))
 
 
 def _name_mac(key: bytes, local: tuple[str, int], peer: tuple[str, int], tag: str) -> str:

@@ -255,8 +255,8 @@ class Channel:
                 # A channel that sleeps at once, with no time limit (each message of a sleeping ping-pong): one
                 # lean sleep, then the read below. Anything else, or a sleep that did not end with data or the
                 # end of the stream there, waits in full.
-                if (self.timeout is not None or self._quick_checks or self._peer_gone
-                        or not (type(buf) is memoryview or type(buf) is bytearray) or not len(buf)
+                if (self.timeout is not None or self._quick_checks or self._peer_gone or nbytes
+                        or not (buf.nbytes if type(buf) is memoryview else type(buf) is bytearray and len(buf))
                         or not self._sleep_for_data(tail)):
                     return self._wait_into(_byte_view(buf, nbytes))
         # The common case in this one frame: a flat view of bytes that the data fills before the wrap-around.

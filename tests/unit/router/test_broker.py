@@ -136,6 +136,8 @@ def test_names_anyone_could_bind_are_not_taken_for_pair_ends():
         name(client, server, "ffffffffffff.c.ab"),  # an unknown network
         name(client, server, f"{NET[:12]}.x.ab"),  # neither client nor server
         name(client, server, f"{NET[:12]}.c"),  # a tag without its parts
+        good[:-16] + "\ufffd" * 16,  # a signature that is not ASCII (a name that was not UTF-8)
+        good.replace(f":{SERVER_PORT}", f":0{SERVER_PORT}"),  # another spelling of the port under its signature
         "freeflow-graft",
         "freeflow",
     ]
@@ -316,6 +318,11 @@ def test_a_new_broker_recovers_the_open_channels_of_the_last_one(bells: list[soc
     gone = Broker(name_key=broker.name_key)
     gone.set_endpoints([NEIGHBOUR])
     assert gone.recover_channels(named_ends(bells)) == 0, "both of its containers left"
+    bells[1].close()
+    alone = Broker(name_key=broker.name_key)
+    alone.set_endpoints([CLIENT])
+    assert alone.recover_channels(named_ends(bells)) == 1
+    assert alone.channels[0].path == "shm", "the server's container left: still a channel on this host"
 
 
 def test_channel_names_anyone_could_bind_are_not_taken_for_channels(bells: list[socket.socket]) -> None:
@@ -334,6 +341,9 @@ def test_channel_names_anyone_could_bind_are_not_taken_for_channels(bells: list[
         " ".join([*words[:3], "10.0.0.9", *words[4:]]),  # another client under the same signature
         good.replace(NET[:12], "ffffffffffff"),  # an unknown network
         " ".join(words[:-1]),  # no tag
+        good[:-16] + "\ufffd" * 16,  # a signature that is not ASCII (a name that was not UTF-8)
+        " ".join([words[0], "0" + words[1], *words[2:]]),  # another spelling of the id under its signature
+        " ".join([*words[:2], "+" + words[2], *words[3:]]),  # and of the ring size
         "freeflow-channel",
     ]
     assert broker.recover_channels(enumerate(forged, start=10)) == 0
