@@ -122,7 +122,6 @@ class Channel:
         self._rx = rx
         self._bell = bell
         self._waiter = Waiter(bell, spin)
-        self._ring = bell.ring
         self._sleep_for_data = self._waiter.sleeper(rx.header, HEAD_SLOT, WRITER_CLOSED_SLOT, READER_WAITING_SLOT)
         self._quick_checks = _quick_checks(spin)
         self._peer_gone = False
@@ -174,7 +173,7 @@ class Channel:
             _doorbell._acquire()  # fence(), inlined: then ring a sleeping reader (_wake_reader())
             _doorbell._release()
             if header[READER_WAITING_SLOT]:
-                self._ring()
+                self._bell.ring()
             return
         self._sendall(payload, self._deadline())
 

@@ -84,7 +84,6 @@ class Doorbell:
             raise ShmError(f"a doorbell is a unix stream socket, not {family!r} {kind!r}")
         sock.setblocking(True)
         self._sock = sock
-        self._send = sock.send
         self._rings = bytearray(_PENDING_RINGS)  # what sleep() and drain() receive into (no new bytes per wake-up)
         self._poll: select.poll | None = None
 
@@ -102,7 +101,7 @@ class Doorbell:
         and a closed other end needs none)."""
         # Not contextlib.suppress: this runs for every message a sleeping peer gets, and suppress costs more.
         try:  # noqa: SIM105
-            self._send(b"\1", _RING_FLAGS)
+            self._sock.send(b"\1", _RING_FLAGS)
         except (BlockingIOError, BrokenPipeError, ConnectionResetError):
             pass
 
@@ -209,8 +208,7 @@ class Waiter:
         if words[slot] >> shift != value or words[closed_slot]:
             return True
         words[sleeping_slot] = 1
-        _acquire()  # fence(), inlined
-        _release()
+        fence()
         if words[slot] >> shift != value or words[closed_slot]:
             words[sleeping_slot] = 0
             return True

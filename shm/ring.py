@@ -160,21 +160,24 @@ class Ring:
 
     def writable(self) -> int:
         """Free bytes, possibly in two pieces."""
-        used = self.head - self.header[TAIL_SLOT]
-        if not 0 <= used <= self.capacity:
+        return self._free()
+
+    def _free(self) -> int:
+        """Free bytes by the reader's tail, read now and checked; kept as the space last seen free."""
+        tail = self.header[TAIL_SLOT]
+        free = self.capacity - self.head + tail
+        if not 0 <= free <= self.capacity:
             self._corrupted()
-        return self.capacity - used
+        self._seen_tail = tail
+        return free
 
     def reserve(self, n: int) -> memoryview:
         """Up to `n` contiguous free bytes to fill in place; fewer when full or at the wrap-around."""
         if n < 0:
             raise ValueError("reserve() needs a size >= 0")
         head = self.head
-        used = head - self.header[TAIL_SLOT]
-        if not 0 <= used <= self.capacity:
-            self._corrupted()
         pos = head & self._mask
-        n = min(n, self.capacity - used, self.capacity - pos)
+        n = min(n, self._free(), self.capacity - pos)
         self._reserved = n
         return self._data[pos:pos + n]
 
@@ -194,15 +197,8 @@ class Ring:
         n = len(data)
         pos = head & self._mask
         end = pos + n
-        if end > self.capacity:
+        if end > self.capacity or (head + n > self._seen_tail + self.capacity and n > self._free()):
             return False
-        if head + n > self._seen_tail + self.capacity:
-            tail = self.header[TAIL_SLOT]
-            if not 0 <= head - tail <= self.capacity:
-                self._corrupted()
-            self._seen_tail = tail
-            if head + n > tail + self.capacity:
-                return False
         self._data[pos:end] = data
         self._reserved = 0
         self.head = head + n
@@ -220,12 +216,7 @@ class Ring:
         if n <= cap - head + self._seen_tail and pos + n <= cap:
             self._data[pos:pos + n] = data
         else:
-            tail = self.header[TAIL_SLOT]
-            free = cap - head + tail
-            if not 0 <= free <= cap:
-                self._corrupted()
-            self._seen_tail = tail
-            n = min(n, free)
+            n = min(n, self._free())
             first = cap - pos
             src = memoryview(data)
             if n <= first:
