@@ -22,6 +22,7 @@ from typing import Protocol
 
 from freeflow.router import protocol as p
 from freeflow.router.peering import ACCEPTED, Kind, Preamble
+from freeflow.router.ring_maps import ring_name
 from freeflow.shm.channel import ChannelFds, channel_fds
 from freeflow.shm.ring import Ring
 
@@ -134,7 +135,8 @@ class ChannelRecord:
     server: str
     ring_size: int
     bells: tuple[int, ...]  # inodes of the two ends' doorbell sockets (of those still open, when recovered)
-    rings: list[Ring]  # the router's mappings of the two rings; none when an earlier router made the channel
+    rings: list[Ring]  # the router's mappings of the two rings; none when an earlier router made the channel and
+    # no process maps them any more (ring_maps.py)
     created: float
     bridged: bool  # one end is another host's: the routers bridge the rings over host TCP
 
@@ -148,7 +150,8 @@ class ChannelRecord:
         return 2 * self.ring_size
 
     def bytes_moved(self) -> int | None:
-        """Bytes written into both rings; None when an earlier router made the channel (its rings went with it)."""
+        """Bytes written into both rings; None when the router has no mapping of them (an earlier router made the
+        channel, and they were not found again)."""
         return sum(ring.total_written for ring in self.rings) if self.rings else None
 
 
@@ -457,9 +460,10 @@ class Broker:
         self.prune_channels(live_sockets)
         if self._over_cap({sandbox, server.sandbox}, msg.ring_size, f"{mine.ip} -> {msg.dst_ip}"):
             return [Reply(conn, MEMORY_CAP)]
-        client_fds, server_fds = channel_fds(msg.ring_size)
-        channel_id = self._new_channel(mine.network_id, sandbox, server.sandbox, mine.ip, (server.ip, msg.dst_port),
-                                       msg.ring_size, client_fds, server_fds)
+        channel_id = self._channel_id()
+        client_fds, server_fds = channel_fds(msg.ring_size, ring_name(channel_id))
+        self._new_channel(channel_id, mine.network_id, sandbox, server.sandbox, mine.ip, (server.ip, msg.dst_port),
+                          msg.ring_size, client_fds, server_fds)
         return [
             Reply(conn, p.ChannelReady(server.ip, msg.dst_port, channel_id, msg.ring_size),
                   list(dataclasses.astuple(client_fds))),
@@ -478,9 +482,10 @@ class Broker:
         self.prune_channels(live_sockets)
         if self._over_cap({sandbox}, msg.ring_size, f"{mine.ip} -> {msg.dst_ip}"):
             return [Reply(conn, MEMORY_CAP)]
-        client_fds, bridge_fds = channel_fds(msg.ring_size)
-        channel_id = self._new_channel(mine.network_id, sandbox, "", mine.ip, (msg.dst_ip, msg.dst_port),
-                                       msg.ring_size, client_fds, bridge_fds)
+        channel_id = self._channel_id()
+        client_fds, bridge_fds = channel_fds(msg.ring_size, ring_name(channel_id))
+        self._new_channel(channel_id, mine.network_id, sandbox, "", mine.ip, (msg.dst_ip, msg.dst_port),
+                          msg.ring_size, client_fds, bridge_fds)
         # A channel has no client port: its ID (unique on this host) stands in for one in the flow key.
         kind = Kind.CHANNEL_RDMA if self.cluster.rdma_with(host) else Kind.CHANNEL
         preamble = Preamble(kind, mine.network_id, mine.ip, channel_id, msg.dst_ip, msg.dst_port, msg.ring_size)
@@ -494,7 +499,8 @@ class Broker:
         if listener is None or self._over_cap({server.sandbox}, preamble.ring_size, where):
             sock.close()
             return []
-        bridge_fds, server_fds = channel_fds(preamble.ring_size)
+        channel_id = self._channel_id()
+        bridge_fds, server_fds = channel_fds(preamble.ring_size, ring_name(channel_id))
         try:
             sock.send(ACCEPTED)
         except OSError:
@@ -502,8 +508,8 @@ class Broker:
             bridge_fds.close()
             server_fds.close()
             return []
-        channel_id = self._new_channel(server.network_id, "", server.sandbox, preamble.client_ip,
-                                       (server.ip, preamble.server_port), preamble.ring_size, bridge_fds, server_fds)
+        self._new_channel(channel_id, server.network_id, "", server.sandbox, preamble.client_ip,
+                          (server.ip, preamble.server_port), preamble.ring_size, bridge_fds, server_fds)
         return [Reply(listener, p.ChannelOffer(preamble.client_ip, 0, channel_id, preamble.ring_size),
                       list(dataclasses.astuple(server_fds))),
                 Bridge(bridge_fds, sock, rdma=preamble.kind == Kind.CHANNEL_RDMA)]
@@ -518,14 +524,18 @@ class Broker:
                 return True
         return False
 
-    def _new_channel(self, network: str, client_sandbox: str, server_sandbox: str, client: str,
-                     server: tuple[str, int], ring_size: int, client_fds: ChannelFds, server_fds: ChannelFds) -> int:
+    def _channel_id(self) -> int:
+        """The id of the next channel: 16 bits, never 0 (it is a port on the wire), none of a live channel's."""
         in_use = {c.channel_id for c in self.channels}  # those of an earlier router too
-        channel_id = next(self._channel_ids) % 0xFFFF + 1  # 16 bits, never 0 (it is a port on the wire)
+        channel_id = next(self._channel_ids) % 0xFFFF + 1
         for _ in range(0xFFFF):
             if channel_id not in in_use:
                 break
             channel_id = next(self._channel_ids) % 0xFFFF + 1
+        return channel_id
+
+    def _new_channel(self, channel_id: int, network: str, client_sandbox: str, server_sandbox: str, client: str,
+                     server: tuple[str, int], ring_size: int, client_fds: ChannelFds, server_fds: ChannelFds) -> None:
         bridged = not (client_sandbox and server_sandbox)
         tag = f"{network[:12]}.{os.urandom(2).hex()}"  # and a random part: the channel id is reused
         for role, bell in ((CLIENT_END, client_fds.bell), (SERVER_END, server_fds.bell)):
@@ -536,11 +546,11 @@ class Broker:
             (os.fstat(client_fds.bell).st_ino, os.fstat(server_fds.bell).st_ino),
             [Ring.attach(client_fds.tx), Ring.attach(server_fds.tx)], time.time(), bridged))
         log.debug("channel %d: %s -> %s:%d, rings of %d bytes", channel_id, client, *server, ring_size)
-        return channel_id
 
     def recover_channels(self, named_sockets: Iterable[tuple[int, str]]) -> int:
         """Channels an earlier router made whose doorbells are still open, found by the names their ends carry
-        (as recover_grafts), so that `freeflow status` lists them and the memory cap counts them. How many."""
+        (as recover_grafts), so that `freeflow status` lists them and the memory cap counts them. How many. They
+        have no rings yet: ring_maps.map_again finds those."""
         ends: dict[ChannelName, list[int]] = {}
         for inode, name in named_sockets:
             channel = self._signed_channel_end(name)

@@ -34,7 +34,7 @@ from freeflow.errors import FreeFlowError
 from freeflow.orchestrator.client import OrchestratorClient
 from freeflow.orchestrator.server import read_token
 from freeflow.plugin.store import Store
-from freeflow.router import peering
+from freeflow.router import peering, ring_maps
 from freeflow.router import protocol as p
 from freeflow.router.broker import Action, Bridge, Broker, Dial, Endpoint, Reply
 from freeflow.router.cluster import ClusterView
@@ -235,7 +235,9 @@ class Router:
             log.info("grafted connections made by the previous router and still open: %d", recovered)
         channels = self.broker.recover_channels(named)
         if channels:
-            log.info("channels made by the previous router and still open: %d", channels)
+            mapped = ring_maps.map_again(self.broker.channels)
+            log.info("channels made by the previous router and still open: %d (what %d of them moved is known)",
+                     channels, mapped)
         log.info("router ready: %d sandboxes, admin socket %s", len(self.sandboxes), path)
 
     def _install_library(self) -> None:

@@ -19,6 +19,7 @@ from freeflow.shm.ring import (
     HEAD_SLOT,
     READER_CLOSED_SLOT,
     READER_WAITING_SLOT,
+    RING_NAME,
     TAIL_SLOT,
     WRITER_CLOSED_SLOT,
     WRITER_WAITING_SLOT,
@@ -54,12 +55,13 @@ class ChannelFds:
             os.close(fd)
 
 
-def channel_fds(capacity: int = DEFAULT_CAPACITY) -> tuple[ChannelFds, ChannelFds]:
-    """Make a channel and return the descriptors of its two sides, each set owning distinct descriptors."""
+def channel_fds(capacity: int = DEFAULT_CAPACITY, name: str = RING_NAME) -> tuple[ChannelFds, ChannelFds]:
+    """Make a channel and return the descriptors of its two sides, each set owning distinct descriptors; both
+    rings' memfds are named `name`."""
     fds: list[int] = []
     try:
         for _ in range(2):
-            ring, fd = Ring.create(capacity)
+            ring, fd = Ring.create(capacity, name)
             fds.append(fd)
             ring.close()
         bell_a, bell_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

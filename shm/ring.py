@@ -40,6 +40,7 @@ VERSION = 1
 HEADER_SIZE = 4096
 MIN_CAPACITY = 64
 MAX_CAPACITY = 1 << 40
+RING_NAME = "freeflow-ring"  # the memfd's name unless the creator gives one
 SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 
 # The header as 8-byte slots (byte offset = 8 * slot); from HEAD_SLOT on, each slot has its own cache line.
@@ -92,13 +93,14 @@ class Ring:
         self._peeked = 0
 
     @classmethod
-    def create(cls, capacity: int) -> tuple[Ring, int]:
-        """A new, empty ring and its memfd (the caller owns the descriptor; the ring keeps its own mapping)."""
+    def create(cls, capacity: int, name: str = RING_NAME) -> tuple[Ring, int]:
+        """A new, empty ring and its memfd, named `name` in the memory maps of the processes that map it (the
+        caller owns the descriptor; the ring keeps its own mapping)."""
         check_platform()
         if capacity & (capacity - 1) or not MIN_CAPACITY <= capacity <= MAX_CAPACITY:
             raise ValueError(f"ring capacity must be a power of two in [{MIN_CAPACITY}, {MAX_CAPACITY}], "
                              f"not {capacity}")
-        fd = os.memfd_create("freeflow-ring", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, HEADER_SIZE + capacity)
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)

@@ -7,6 +7,7 @@ and new connections are accelerated again at once (the new router inherits the o
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.integration.conftest import docker, wait_for
+from tests.integration.conftest import docker, inspect, wait_for
 from tests.router.test_channels import CLIENT as CHANNEL_CLIENT
 from tests.router.test_channels import SERVER as CHANNEL_SERVER
 
@@ -81,6 +82,10 @@ def kill_router() -> None:
     wait_for(new_router_ready, 30, "the plugin to restart its router")
 
 
+def sandbox_key(container: str) -> str:
+    return str(inspect("container", container)["NetworkSettings"]["SandboxKey"])
+
+
 def paused(container: str, *command: str) -> subprocess.Popen[str]:
     """`docker exec -i` a program that prints "paused" and waits for a line on stdin."""
     run = subprocess.Popen(["docker", "exec", "-i", container, *command], text=True, stdin=subprocess.PIPE,
@@ -126,6 +131,11 @@ def test_a_gibibyte_channel_survives_a_router_kill(network, container):
           lambda: "listening True" in docker("exec", server, "cat", "/tmp/out"), "the channel listener")
     transfer = paused(client, "python3", "-c", CHANNEL_CLIENT.format(ip=server, port=PORT, mb=1024, pause=512))
     kill_router()
+    # The new router lists the channel and, having found its rings in the containers' processes, what it moved.
+    status = json.loads(subprocess.run(["freeflow", "status", "--json"], capture_output=True, text=True,
+                                       check=True).stdout)
+    [channel] = status["sandboxes"][sandbox_key(client)]["channels"]
+    assert channel["path"] == "shm" and channel["bytes_moved"] >= 512 << 20, channel
     assert resumed(transfer) == ["shm", "True"], "the channel was not shared memory or lost data"
     wait_for(lambda: "shm" in docker("exec", server, "cat", "/tmp/out"), 30, "the server to finish")
     assert docker("exec", server, "cat", "/tmp/out").split()[-2:] == ["shm", str(1 << 30)]
