@@ -13,9 +13,14 @@ if docker plugin inspect "$name" >/dev/null 2>&1 && [ "$(cat "$out/.hash" 2>/dev
     echo "plugin $name is up to date ($hash)"
 else
     echo "building plugin $name ($hash)"
+    previous=$(docker image inspect -f '{{.Id}}' freeflow-plugin-rootfs 2>/dev/null || true)
     DOCKER_BUILDKIT=0 docker build -q --network host -t freeflow-plugin-rootfs . >/dev/null
     # The orchestrator runs from the same image (config/stack.yml).
     docker tag freeflow-plugin-rootfs freeflow-orchestrator:latest
+    # The image of the last build, untagged now, unless a container (an orchestrator task) still runs it.
+    if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' freeflow-plugin-rootfs)" ]; then
+        docker image rm "$previous" >/dev/null 2>&1 || true
+    fi
     rm -rf "$out" && mkdir -p "$out/rootfs"
     id=$(docker create freeflow-plugin-rootfs)
     docker export "$id" | tar -x -C "$out/rootfs"
