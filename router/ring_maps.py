@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from freeflow.shm.errors import ShmError
-from freeflow.shm.ring import RING_NAME, Ring
+from freeflow.shm.ring import HEADER_SIZE, RING_NAME, Ring
 
 if TYPE_CHECKING:
     from freeflow.router.broker import ChannelRecord
@@ -85,14 +85,14 @@ def _rings_in(process: Path, name: str, ring_size: int) -> list[Ring]:
         for inode, region in regions.items():
             fd = os.open(process / "map_files" / region, os.O_RDWR | os.O_CLOEXEC)
             try:
-                if os.fstat(fd).st_ino != inode:
+                stat = os.fstat(fd)
+                if stat.st_ino != inode:
                     raise ShmError(f"{process}: the mapping {region} changed")
-                ring = Ring.attach(fd)
+                if stat.st_size != HEADER_SIZE + ring_size:  # before mapping it: any size could be there
+                    raise ShmError(f"{process}: memfd {name!r} has {stat.st_size} bytes, not a {ring_size}-byte ring")
+                rings.append(Ring.attach(fd))
             finally:
                 os.close(fd)
-            rings.append(ring)
-            if ring.capacity != ring_size:
-                raise ShmError(f"{process}: ring {name!r} holds {ring.capacity} bytes, not {ring_size}")
     except (OSError, ShmError) as exc:
         log.debug("the rings of %s in %s: %s", name, process, exc)
         for ring in rings:
