@@ -136,9 +136,10 @@ class ChannelRecord:
     ring_size: int
     bells: tuple[int, ...]  # inodes of the two ends' doorbell sockets (of those still open, when recovered)
     rings: list[Ring]  # the router's mappings of the two rings; none when an earlier router made the channel and
-    # no process maps them any more (ring_maps.py)
+    # they were not found again, or not as they should be (ring_maps.py)
     created: float
     bridged: bool  # one end is another host's: the routers bridge the rings over host TCP
+    pair: str = ""  # the random part of the names of its doorbell's ends and rings
 
     @property
     def path(self) -> str:
@@ -151,7 +152,7 @@ class ChannelRecord:
 
     def bytes_moved(self) -> int | None:
         """Bytes written into both rings; None when the router has no mapping of them (an earlier router made the
-        channel, and they were not found again)."""
+        channel, and they were not found again or not as they should be)."""
         return sum(ring.total_written for ring in self.rings) if self.rings else None
 
 
@@ -460,10 +461,10 @@ class Broker:
         self.prune_channels(live_sockets)
         if self._over_cap({sandbox, server.sandbox}, msg.ring_size, f"{mine.ip} -> {msg.dst_ip}"):
             return [Reply(conn, MEMORY_CAP)]
-        channel_id = self._channel_id()
-        client_fds, server_fds = channel_fds(msg.ring_size, ring_name(channel_id))
-        self._new_channel(channel_id, mine.network_id, sandbox, server.sandbox, mine.ip, (server.ip, msg.dst_port),
-                          msg.ring_size, client_fds, server_fds)
+        channel_id, names = self._next_channel()
+        client_fds, server_fds = channel_fds(msg.ring_size, ring_name(channel_id, names))
+        self._new_channel(channel_id, names, mine.network_id, sandbox, server.sandbox, mine.ip,
+                          (server.ip, msg.dst_port), msg.ring_size, client_fds, server_fds)
         return [
             Reply(conn, p.ChannelReady(server.ip, msg.dst_port, channel_id, msg.ring_size),
                   list(dataclasses.astuple(client_fds))),
@@ -482,9 +483,9 @@ class Broker:
         self.prune_channels(live_sockets)
         if self._over_cap({sandbox}, msg.ring_size, f"{mine.ip} -> {msg.dst_ip}"):
             return [Reply(conn, MEMORY_CAP)]
-        channel_id = self._channel_id()
-        client_fds, bridge_fds = channel_fds(msg.ring_size, ring_name(channel_id))
-        self._new_channel(channel_id, mine.network_id, sandbox, "", mine.ip, (msg.dst_ip, msg.dst_port),
+        channel_id, names = self._next_channel()
+        client_fds, bridge_fds = channel_fds(msg.ring_size, ring_name(channel_id, names))
+        self._new_channel(channel_id, names, mine.network_id, sandbox, "", mine.ip, (msg.dst_ip, msg.dst_port),
                           msg.ring_size, client_fds, bridge_fds)
         # A channel has no client port: its ID (unique on this host) stands in for one in the flow key.
         kind = Kind.CHANNEL_RDMA if self.cluster.rdma_with(host) else Kind.CHANNEL
@@ -499,8 +500,8 @@ class Broker:
         if listener is None or self._over_cap({server.sandbox}, preamble.ring_size, where):
             sock.close()
             return []
-        channel_id = self._channel_id()
-        bridge_fds, server_fds = channel_fds(preamble.ring_size, ring_name(channel_id))
+        channel_id, names = self._next_channel()
+        bridge_fds, server_fds = channel_fds(preamble.ring_size, ring_name(channel_id, names))
         try:
             sock.send(ACCEPTED)
         except OSError:
@@ -508,7 +509,7 @@ class Broker:
             bridge_fds.close()
             server_fds.close()
             return []
-        self._new_channel(channel_id, server.network_id, "", server.sandbox, preamble.client_ip,
+        self._new_channel(channel_id, names, server.network_id, "", server.sandbox, preamble.client_ip,
                           (server.ip, preamble.server_port), preamble.ring_size, bridge_fds, server_fds)
         return [Reply(listener, p.ChannelOffer(preamble.client_ip, 0, channel_id, preamble.ring_size),
                       list(dataclasses.astuple(server_fds))),
@@ -524,27 +525,29 @@ class Broker:
                 return True
         return False
 
-    def _channel_id(self) -> int:
-        """The id of the next channel: 16 bits, never 0 (it is a port on the wire), none of a live channel's."""
+    def _next_channel(self) -> tuple[int, str]:
+        """The id of the next channel, 16 bits, never 0 (it is a port on the wire), none of a live channel's; and
+        the random part of its names (ids are reused)."""
         in_use = {c.channel_id for c in self.channels}  # those of an earlier router too
         channel_id = next(self._channel_ids) % 0xFFFF + 1
         for _ in range(0xFFFF):
             if channel_id not in in_use:
                 break
             channel_id = next(self._channel_ids) % 0xFFFF + 1
-        return channel_id
+        return channel_id, os.urandom(2).hex()
 
-    def _new_channel(self, channel_id: int, network: str, client_sandbox: str, server_sandbox: str, client: str,
-                     server: tuple[str, int], ring_size: int, client_fds: ChannelFds, server_fds: ChannelFds) -> None:
+    def _new_channel(self, channel_id: int, pair: str, network: str, client_sandbox: str, server_sandbox: str,
+                     client: str, server: tuple[str, int], ring_size: int, client_fds: ChannelFds,
+                     server_fds: ChannelFds) -> None:
         bridged = not (client_sandbox and server_sandbox)
-        tag = f"{network[:12]}.{os.urandom(2).hex()}"  # and a random part: the channel id is reused
+        tag = f"{network[:12]}.{pair}"
         for role, bell in ((CLIENT_END, client_fds.bell), (SERVER_END, server_fds.bell)):
             role = role.upper() if bridged else role  # the case of the role says which way it goes
             _name_channel_end(bell, channel_id, ring_size, client, server, f"{tag}.{role}", self.name_key)
         self.channels.append(ChannelRecord(
             channel_id, client_sandbox, server_sandbox, client, f"{server[0]}:{server[1]}", ring_size,
             (os.fstat(client_fds.bell).st_ino, os.fstat(server_fds.bell).st_ino),
-            [Ring.attach(client_fds.tx), Ring.attach(server_fds.tx)], time.time(), bridged))
+            [Ring.attach(client_fds.tx), Ring.attach(server_fds.tx)], time.time(), bridged, pair))
         log.debug("channel %d: %s -> %s:%d, rings of %d bytes", channel_id, client, *server, ring_size)
 
     def recover_channels(self, named_sockets: Iterable[tuple[int, str]]) -> int:
@@ -558,13 +561,13 @@ class Broker:
                 ends.setdefault(channel, []).append(inode)
         known = {inode for c in self.channels for inode in c.bells}
         recovered = 0
-        for (network, channel_id, ring_size, client, server, _, bridged), inodes in ends.items():
+        for (network, channel_id, ring_size, client, server, pair, bridged), inodes in ends.items():
             client_end, server_end = self._local(network, client), self._local(network, server[0])
             if (client_end is None and server_end is None) or known & set(inodes) or len(inodes) > 2:
                 continue  # every container of it left, or a channel already known
             self.channels.append(ChannelRecord(
                 channel_id, client_end.sandbox if client_end else "", server_end.sandbox if server_end else "",
-                client, f"{server[0]}:{server[1]}", ring_size, tuple(inodes), [], time.time(), bridged))
+                client, f"{server[0]}:{server[1]}", ring_size, tuple(inodes), [], time.time(), bridged, pair))
             recovered += 1
         return recovered
 

@@ -17,7 +17,7 @@ else
     DOCKER_BUILDKIT=0 docker build -q --network host -t freeflow-plugin-rootfs . >/dev/null
     # The orchestrator runs from the same image (config/stack.yml).
     docker tag freeflow-plugin-rootfs freeflow-orchestrator:latest
-    # The image of the last build, untagged now, unless a container (an orchestrator task) still runs it.
+    # The image of the last build, untagged now, unless a container (an orchestrator task, even stopped) uses it.
     if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' freeflow-plugin-rootfs)" ]; then
         docker image rm "$previous" >/dev/null 2>&1 || true
     fi

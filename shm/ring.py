@@ -116,8 +116,9 @@ class Ring:
         return cls(mapping, capacity), fd
 
     @classmethod
-    def attach(cls, fd: int) -> Ring:
-        """Map the ring in memfd `fd` after validating its seals and header (the caller keeps `fd`)."""
+    def attach(cls, fd: int, ring_size: int | None = None, writable: bool = True) -> Ring:
+        """Map the ring in memfd `fd` after validating its seals and header (the caller keeps `fd`); of `ring_size`
+        data bytes when given (checked before anything is mapped); read-only unless `writable`."""
         check_platform()
         try:
             seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
@@ -128,7 +129,9 @@ class Ring:
         size = os.fstat(fd).st_size
         if not HEADER_SIZE + MIN_CAPACITY <= size <= HEADER_SIZE + MAX_CAPACITY:
             raise RingCorrupted(f"the memfd has an impossible size for a ring: {size} bytes")
-        mapping = mmap.mmap(fd, size)
+        if ring_size is not None and size != HEADER_SIZE + ring_size:
+            raise RingCorrupted(f"the memfd holds {size} bytes, not a ring of {ring_size}")
+        mapping = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
         counters = memoryview(mapping)[:HEADER_SIZE].cast("Q")
         magic, version, capacity = counters[MAGIC_SLOT], counters[VERSION_SLOT], counters[CAPACITY_SLOT]
         head, tail = counters[HEAD_SLOT], counters[TAIL_SLOT]
