@@ -20,11 +20,11 @@ from freeflow.router.ring_maps import map_again
 
 RING = 64 * 1024
 PAIR = "ab12"
-# A process of a channel: it makes the rings (named for channel 7 unless told), maps them, moves 3000 bytes one
+# A process of a channel: it makes the rings (named for channel 7, pair PAIR), maps them, moves 3000 bytes one
 # way and 500 the other, prints its doorbell ends' inodes and waits for its stdin to close. The other kinds map
 # memfds of the channel's name that are not its two rings as they should be.
 HOLDER = textwrap.dedent("""
-    import fcntl, mmap, os, socket, sys
+    import fcntl, json, mmap, os, socket, sys
     from freeflow.router.ring_maps import ring_name
     from freeflow.shm import Channel, channel_fds
     from freeflow.shm.ring import CAPACITY_SLOT, MAGIC, MAGIC_SLOT, VERSION, VERSION_SLOT, Ring
@@ -74,9 +74,9 @@ HOLDER = textwrap.dedent("""
         bells = [os.fstat(end.fileno()).st_ino for end in ends]
     print(json.dumps(bells), flush=True)
     sys.stdin.read()
-""").replace("import fcntl,", "import json, fcntl,")
+""")
 
-Holder = Callable[..., list[int]]
+Holder = Callable[..., list[int]]  # start(kind): a holder's doorbell inodes
 
 
 @pytest.fixture
@@ -84,8 +84,8 @@ def holder() -> Iterator[Holder]:
     """Start a process of HOLDER; the inodes of its doorbell's ends. Every one is stopped at the end."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(kind: str = "channel", channel_id: int = 7, size: int = RING, pair: str = PAIR) -> list[int]:
-        proc = subprocess.Popen([sys.executable, "-c", HOLDER, kind, str(channel_id), str(size), pair],
+    def start(kind: str = "channel") -> list[int]:
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, kind, "7", str(RING), PAIR],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         started.append(proc)
         assert proc.stdout is not None
