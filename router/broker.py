@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -192,7 +192,8 @@ class Broker:
         self.listeners: dict[tuple[str, int], set[Conn]] = {}
         self.flows: dict[FlowKey, Flow] = {}
         self.grafts: list[GraftRecord] = []
-        self.host_tcp_version = 0  # moves whenever a graft onto host TCP comes or goes: when to save them
+        self.host_tcp_version = 0  # moves when grafts onto host TCP end or are taken back: save them all again
+        self.unsaved_host_tcp: list[GraftRecord] = []  # grafts onto host TCP made since take_unsaved_host_tcp()
         self.remote_halves: dict[FlowKey, RemoteHalf] = {}
         self.overlay_decisions = 0
 
@@ -381,8 +382,12 @@ class Broker:
     def host_tcp_grafts(self) -> list[list[object]]:
         """The grafts onto host TCP connections (their sockets have no names to find them by), as JSON values
         that the next router's restore_host_tcp_grafts takes back."""
-        return sorted([list(g.key), g.client_sandbox, g.server_sandbox, list(g.inodes)]
-                      for g in self.grafts if g.path == HOST_TCP)
+        return sorted(_host_tcp_entry(g) for g in self.grafts if g.path == HOST_TCP)
+
+    def take_unsaved_host_tcp(self) -> list[list[object]]:
+        """The grafts onto host TCP made since the last call, as host_tcp_grafts() gives them."""
+        records, self.unsaved_host_tcp = self.unsaved_host_tcp, []
+        return [_host_tcp_entry(g) for g in records]
 
     def restore_host_tcp_grafts(self, saved: object, live_sockets: set[int]) -> int:
         """Take back what host_tcp_grafts gave an earlier router, for the connections still open; anything
@@ -411,13 +416,15 @@ class Broker:
 
     def record_graft(self, key: FlowKey, client_sandbox: str, server_sandbox: str, sock: socket.socket) -> None:
         """A cross-host graft is made (on the client's host once the dial was accepted), for the status."""
-        self.grafts.append(GraftRecord(key, client_sandbox, server_sandbox, (_inode(sock),), time.time(), HOST_TCP))
-        self.host_tcp_version += 1
+        record = GraftRecord(key, client_sandbox, server_sandbox, (_inode(sock),), time.time(), HOST_TCP)
+        self.grafts.append(record)
+        self.unsaved_host_tcp.append(record)
 
-    def inbound(self, preamble: Preamble, sock: socket.socket, source: str, live_sockets: set[int],
+    def inbound(self, preamble: Preamble, sock: socket.socket, source: str, live_sockets: Callable[[], set[int]],
                 now: float | None = None) -> list[Action]:
         """Another host's router dialled in (signature checked) for a flow to a container here. Refusals close
-        `sock`: that router then leaves its client on the overlay or on TCP."""
+        `sock`: that router then leaves its client on the overlay or on TCP. `live_sockets()` is asked only
+        for a channel (it reads the host's socket table), as in channel_connect()."""
         now = time.monotonic() if now is None else now
         network, client_ip, _, server_ip, server_port = preamble.key
         server = self._local(network, server_ip)
@@ -429,7 +436,7 @@ class Broker:
             sock.close()
             return []
         if preamble.kind in Kind.CHANNELS:
-            self.prune_channels(live_sockets)
+            self.prune_channels(live_sockets())
             return self._inbound_channel(preamble, sock, server)
         if not self.listeners.get((server.sandbox, server_port)):
             sock.close()
@@ -663,6 +670,10 @@ class Broker:
             del self.listeners[key]
         for key in [k for k in self.channel_listeners if k[0] == sandbox]:
             del self.channel_listeners[key]
+
+
+def _host_tcp_entry(graft: GraftRecord) -> list[object]:
+    return [list(graft.key), graft.client_sandbox, graft.server_sandbox, list(graft.inodes)]
 
 
 def _mac(key: bytes, text: bytes) -> str:

@@ -39,6 +39,7 @@ from freeflow.router import protocol as p
 from freeflow.router.broker import Action, Bridge, Broker, Dial, Endpoint, Reply
 from freeflow.router.cluster import ClusterView
 from freeflow.router.errors import NamespaceError, RouterError
+from freeflow.router.graft_journal import GraftJournal
 from freeflow.router.netns import bind_abstract, host_root, in_root, read_proc_net
 from freeflow.router.status import connection_status, listening_ports, live_sockets, named_unix_sockets, unix_inodes
 
@@ -189,7 +190,8 @@ class Router:
         self.bridges: list[subprocess.Popen[bytes]] = []
         # What the next router takes over: listeners, and grafts onto host TCP (their sockets carry no name).
         self.kept_listeners = KeptJson(self.private / "router-listeners.json")
-        self.kept_host_tcp_grafts = KeptJson(self.private / "router-host-tcp-grafts.json")
+        self.graft_journal = GraftJournal(self.private / "router-host-tcp-grafts.jsonl",
+                                          legacy=self.private / "router-host-tcp-grafts.json")
         self.saved_host_tcp_version = -1
         self.sandboxes: dict[str, socket.socket] = {}
         self.conns: dict[socket.socket, Control] = {}
@@ -264,14 +266,17 @@ class Router:
         self.kept_listeners.save(sorted(self.broker.registrations()))
 
     def _save_host_tcp_grafts(self) -> None:
-        """Called on every turn of the loop: the list is made only when it changed."""
-        if self.broker.host_tcp_version != self.saved_host_tcp_version:
+        """Called on every turn of the loop: new grafts are appended, and the whole file is written again
+        only when some ended (or it was damaged)."""
+        new = self.broker.take_unsaved_host_tcp()
+        if self.broker.host_tcp_version != self.saved_host_tcp_version or self.graft_journal.damaged:
             self.saved_host_tcp_version = self.broker.host_tcp_version
-            self.kept_host_tcp_grafts.save(self.broker.host_tcp_grafts())
+            self.graft_journal.rewrite(self.broker.host_tcp_grafts())
+        else:
+            self.graft_journal.append(new)
 
     def _restore_host_tcp_grafts(self) -> int:
-        saved = self.kept_host_tcp_grafts.load()
-        return 0 if saved is None else self.broker.restore_host_tcp_grafts(saved, live_sockets())
+        return self.broker.restore_host_tcp_grafts(self.graft_journal.load(), live_sockets())
 
     def _inherit_listeners(self) -> None:
         """Take over the previous router's listeners whose socket still listens in its sandbox."""
@@ -616,7 +621,7 @@ class Router:
         self.selector.unregister(sock)
         sock.setblocking(True)
         try:
-            actions = self.broker.inbound(preamble, sock, inbound.source, unix_inodes())
+            actions = self.broker.inbound(preamble, sock, inbound.source, unix_inodes)
         except OSError as exc:  # no memory or descriptors for a channel's rings
             log.error("cannot take a connection from %s: %s", inbound.source, exc)
             sock.close()

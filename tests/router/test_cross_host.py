@@ -228,11 +228,18 @@ def test_a_connection_to_another_host_is_grafted_onto_host_tcp(two_hosts) -> Non
         held = in_ns(host_a, a, HOLDING_CLIENT, f"{SUBNET}.2")
         try:
             assert held.stdout is not None and held.stdout.readline().strip() == "True"
-            paths = [c["path"] for c in status(host_a)["sandboxes"][f"/run/netns/{a}"]["connections"]]
-            assert paths == ["grafted (host TCP)"], "the open connection, and only it (the others ended)"
-            saved = host_a.state_dir / "router-host-tcp-grafts.json"
-            wait_for(lambda: saved.exists() and json.loads(saved.read_text()) != [], 10,
-                     "the router to save its host TCP grafts")
+            connections = status(host_a)["sandboxes"][f"/run/netns/{a}"]["connections"]
+            assert [c["path"] for c in connections] == ["grafted (host TCP)"], \
+                "the open connection, and only it (the others ended)"
+            ip, port = connections[0]["local"].split(":")
+            journal = host_a.state_dir / "router-host-tcp-grafts.jsonl"
+
+            def journalled() -> list[list[object]]:  # (client ip, port) of each graft in the router's file
+                lines = journal.read_text().splitlines() if journal.exists() else []
+                return [json.loads(line)[0][1:3] for line in lines]
+
+            # The status pruned the ended grafts: the file is written again with the open one only.
+            wait_for(lambda: journalled() == [[ip, int(port)]], 10, "the router to save its host TCP grafts")
             host_a.kill_router()
             host_a.start_router()
             paths = [c["path"] for c in status(host_a)["sandboxes"][f"/run/netns/{a}"]["connections"]]

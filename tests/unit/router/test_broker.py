@@ -217,12 +217,16 @@ def test_another_hosts_router_hands_over_only_its_own_clients():
     preamble = Preamble(Kind.GRAFT, NET, "10.0.0.1", CLIENT_PORT, SERVER.ip, SERVER_PORT)
     impostor, ours = socket.socketpair()
     with impostor, ours:
-        assert broker.inbound(preamble, impostor, source="192.0.2.7", live_sockets=set()) == []
+        assert broker.inbound(preamble, impostor, source="192.0.2.7", live_sockets=set) == []
         assert impostor.fileno() == -1, "refused: closed at once"
         assert broker.remote_halves == {}
     rightful, theirs = socket.socketpair()
+
+    def socket_table() -> set[int]:
+        raise AssertionError("a graft has no channels to prune: the host's socket table is not read for it")
+
     with rightful, theirs:
-        assert broker.inbound(preamble, rightful, source="192.0.2.1", live_sockets=set()) == []
+        assert broker.inbound(preamble, rightful, source="192.0.2.1", live_sockets=socket_table) == []
         assert broker.remote_halves[preamble.key].sock is rightful, "kept until the server's GRAFT"
 
 
@@ -230,9 +234,12 @@ def test_grafts_onto_host_tcp_are_taken_back_from_what_the_last_router_saved():
     broker = Broker()
     key = (NET, CLIENT.ip, CLIENT_PORT, "10.0.1.5", SERVER_PORT)
     with socket.socket() as sock:
+        version = broker.host_tcp_version
         broker.record_graft(key, CLIENT.sandbox, "", sock)
         saved = json.loads(json.dumps(broker.host_tcp_grafts()))  # as the file holds it
         inode = os.fstat(sock.fileno()).st_ino
+    assert broker.host_tcp_version == version, "a new graft is appended to the file, not a reason to rewrite it"
+    assert broker.take_unsaved_host_tcp() == saved and broker.take_unsaved_host_tcp() == [], "once"
     successor = Broker()
     assert successor.restore_host_tcp_grafts(saved, live_sockets={inode}) == 1
     [record] = successor.grafts

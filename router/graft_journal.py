@@ -1,0 +1,102 @@
+"""The file that tells a restarted router which of its grafts onto host TCP are still open: their sockets have
+no name to find them by, unlike the socket pairs of one host.
+
+Each graft is one JSON line, appended when the graft is made, so a new connection costs one write however many
+are open. When ended grafts are forgotten, the file is rewritten with those still open, in one step (a new file
+renamed over the old). A line that a crash cut short is skipped when the file is read back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class GraftJournal:
+    """Appends and rewrites the file at `path`; `legacy` is the one JSON list that earlier routers wrote
+    instead, read back once and removed by the first rewrite. A full or read-only disk costs a warning, not
+    the router."""
+
+    def __init__(self, path: Path, legacy: Path | None = None) -> None:
+        self.path = path
+        self.legacy = legacy
+        self._fd: int | None = None
+        self.damaged = False  # a write failed: the file may miss entries or end in a part line until rewritten
+
+    def append(self, entries: Iterable[object]) -> None:
+        data = "".join(json.dumps(entry) + "\n" for entry in entries).encode()
+        if not data:
+            return
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            self._failed(exc)
+
+    def rewrite(self, entries: Iterable[object]) -> None:
+        """Replace the file with `entries` only."""
+        self.close()
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.writelines(json.dumps(entry) + "\n" for entry in entries)
+            os.replace(tmp, self.path)
+            if self.legacy is not None:
+                self.legacy.unlink(missing_ok=True)
+        except OSError as exc:
+            self._failed(exc)
+            return
+        self.damaged = False
+
+    def load(self) -> list[object]:
+        """Every entry the file holds, with what a legacy file holds; lines that are not JSON are skipped
+        (a warning counts them)."""
+        entries: list[object] = []
+        skipped = 0
+        if self.legacy is not None:
+            legacy = _read(self.legacy)
+            try:
+                value = json.loads(legacy) if legacy else []
+            except ValueError:
+                value, skipped = [], 1
+            entries.extend(value if isinstance(value, list) else [])
+        for line in _read(self.path).splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                skipped += 1
+        if skipped:
+            log.warning("%s: skipped %d lines that are not JSON (cut short by a crash?)", self.path, skipped)
+        return entries
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _failed(self, exc: OSError) -> None:
+        """Warn once until a rewrite succeeds (the caller rewrites a damaged journal on its next turn)."""
+        self.close()
+        if not self.damaged:
+            log.warning("cannot write %s: %s; a restarted router will not list every graft onto host TCP",
+                        self.path, exc.strerror)
+        self.damaged = True
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8
+        log.warning("ignoring %s: %s", path, exc)
+        return ""
