@@ -196,9 +196,15 @@ class Broker:
         self.unsaved_host_tcp: list[GraftRecord] = []  # grafts onto host TCP made since take_unsaved_host_tcp()
         self.remote_halves: dict[FlowKey, RemoteHalf] = {}
         self.overlay_decisions = 0
+        # Moves whenever a listener or an endpoint may have come or gone: when to save and report them again
+        # (making the lists on every turn of the router's loop costs O(listeners x endpoints)).
+        self.listeners_version = 0
 
     def set_endpoints(self, endpoints: Iterable[Endpoint]) -> None:
-        self.endpoints = list(endpoints)
+        endpoints = list(endpoints)
+        if endpoints != self.endpoints:
+            self.endpoints = endpoints
+            self.listeners_version += 1
 
     def _peer(self, sandbox: str, peer_ip: str) -> tuple[Endpoint, Endpoint] | None:
         """(caller's endpoint, peer's endpoint) on a network both share, the peer being `peer_ip`."""
@@ -257,6 +263,7 @@ class Broker:
         conns = self.listeners.setdefault((sandbox, msg.port), set())
         conns.discard(INHERITED)
         conns.add(conn)
+        self.listeners_version += 1
         log.debug("listener on port %d in %s", msg.port, sandbox)
         return [Reply(conn, GO)]
 
@@ -267,6 +274,7 @@ class Broker:
     def inherit(self, sandbox: str, port: int) -> None:
         """A listener the previous router knew, still listening: its clients are grafted again at once."""
         self.listeners.setdefault((sandbox, port), set()).add(INHERITED)
+        self.listeners_version += 1
 
     def inherited(self) -> set[tuple[str, int]]:
         return {key for key, conns in self.listeners.items() if INHERITED in conns}
@@ -278,6 +286,7 @@ class Broker:
                 conns.discard(INHERITED)
                 if not conns:
                     del self.listeners[key]
+                    self.listeners_version += 1
 
     def graft(self, conn: Conn, sandbox: str, msg: p.Graft, now: float | None = None) -> list[Action]:
         now = time.monotonic() if now is None else now
@@ -451,6 +460,7 @@ class Broker:
 
     def channel_listen(self, conn: Conn, sandbox: str, msg: p.ChannelListen) -> list[Reply]:
         self.channel_listeners[(sandbox, msg.port)] = conn
+        self.listeners_version += 1
         return [Reply(conn, GO)]
 
     def channel_connect(self, conn: Conn, sandbox: str, msg: p.ChannelConnect,
@@ -623,8 +633,10 @@ class Broker:
             self.listeners[key].discard(conn)
             if not self.listeners[key]:
                 del self.listeners[key]
+                self.listeners_version += 1
         for key in [k for k, c in self.channel_listeners.items() if c == conn]:
             del self.channel_listeners[key]
+            self.listeners_version += 1
         for flow_key in [k for k, half in self.remote_halves.items() if half.conn == conn]:
             del self.remote_halves[flow_key]
         ended = [f for f in self.flows.values() if conn == f.announcer or conn in f.waiting.values()]
@@ -658,11 +670,12 @@ class Broker:
 
     def published_listeners(self) -> set[tuple[str, str, int, str]]:
         """(network, ip, port, kind) of every accelerated listener here, for the orchestrator."""
-        found = set()
-        for kind, ports in (("graft", self.listeners), ("channel", self.channel_listeners)):
-            for sandbox, port in ports:
-                found |= {(e.network_id, e.ip, port, kind) for e in self.endpoints if e.sandbox == sandbox}
-        return found
+        addresses: dict[str, list[tuple[str, str]]] = {}
+        for e in self.endpoints:
+            addresses.setdefault(e.sandbox, []).append((e.network_id, e.ip))
+        return {(network, ip, port, kind)
+                for kind, ports in (("graft", self.listeners), ("channel", self.channel_listeners))
+                for sandbox, port in ports for network, ip in addresses.get(sandbox, ())}
 
     def forget_sandbox(self, sandbox: str) -> None:
         """A container left: nothing of it may be paired any more."""
@@ -670,6 +683,7 @@ class Broker:
             del self.listeners[key]
         for key in [k for k in self.channel_listeners if k[0] == sandbox]:
             del self.channel_listeners[key]
+        self.listeners_version += 1
 
 
 def _host_tcp_entry(graft: GraftRecord) -> list[object]:

@@ -193,6 +193,7 @@ class Router:
         self.graft_journal = GraftJournal(self.private / "router-host-tcp-grafts.jsonl",
                                           legacy=self.private / "router-host-tcp-grafts.json")
         self.saved_host_tcp_version = -1
+        self.saved_listeners_version = -1
         self.sandboxes: dict[str, socket.socket] = {}
         self.conns: dict[socket.socket, Control] = {}
         self.state_mtime = -1.0
@@ -402,10 +403,12 @@ class Router:
                 self._check_inherited()
                 self.broker.prune(live_sockets())  # records of connections and channels that ended
                 next_check = time.monotonic() + HOUSEKEEPING
-            self._save_listeners()
             self._save_host_tcp_grafts()
-            if self.cluster is not None:
-                self.cluster.publish(self.broker.published_listeners())
+            if self.broker.listeners_version != self.saved_listeners_version:
+                self.saved_listeners_version = self.broker.listeners_version
+                self._save_listeners()
+                if self.cluster is not None:
+                    self.cluster.publish(self.broker.published_listeners())
 
     def _dispatch(self, key: selectors.SelectorKey, events: int) -> None:
         data = key.data

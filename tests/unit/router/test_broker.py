@@ -230,6 +230,36 @@ def test_another_hosts_router_hands_over_only_its_own_clients():
         assert broker.remote_halves[preamble.key].sock is rightful, "kept until the server's GRAFT"
 
 
+def test_the_listeners_are_listed_again_only_after_a_listener_or_an_endpoint_changed():
+    """The router saves and reports them when listeners_version moves, not on every turn of its loop."""
+    broker = pending_flow()
+    other_server = Endpoint("ee", OTHER_NET, "10.0.1.2", SERVER.sandbox)  # B on a second network too
+    steps = [
+        ("another endpoint of B", lambda: broker.set_endpoints([CLIENT, SERVER, NEIGHBOUR, ELSEWHERE, other_server])),
+        ("a channel listener", lambda: broker.channel_listen("b-channels", SERVER.sandbox, p.ChannelListen(7001, 0))),
+        ("an inherited listener", lambda: broker.inherit(NEIGHBOUR.sandbox, 8080)),
+        ("it stopped listening", lambda: broker.drop_inherited(set())),
+        ("the channel listener's connection closed", lambda: broker.closed("b-channels")),
+        ("a listener in A", lambda: broker.listen("a-listener", CLIENT.sandbox, p.Listen(9000, 16))),
+        ("A left", lambda: broker.forget_sandbox(CLIENT.sandbox)),
+        ("B's listener closed", lambda: broker.closed("b-listener")),
+    ]
+    listed = broker.published_listeners()
+    assert listed == {(NET, SERVER.ip, SERVER_PORT, "graft")}
+    for what, change in steps:
+        version = broker.listeners_version
+        change()
+        assert broker.listeners_version != version, what
+        assert broker.published_listeners() != listed, what
+        listed = broker.published_listeners()
+    assert listed == set()
+    version = broker.listeners_version
+    broker.set_endpoints([CLIENT, SERVER, NEIGHBOUR, ELSEWHERE, other_server])
+    broker.intent("a", CLIENT.sandbox, p.Intent(SERVER.ip, SERVER_PORT, CLIENT_PORT + 1))
+    broker.closed("a")
+    assert broker.listeners_version == version, "the same endpoints, a connection: nothing to list again"
+
+
 def test_grafts_onto_host_tcp_are_taken_back_from_what_the_last_router_saved():
     broker = Broker()
     key = (NET, CLIENT.ip, CLIENT_PORT, "10.0.1.5", SERVER_PORT)
