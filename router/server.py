@@ -10,6 +10,7 @@ connection; a new router binds the sockets again from the state file.
 from __future__ import annotations
 
 import array
+import collections
 import dataclasses
 import errno
 import fcntl
@@ -196,6 +197,7 @@ class Router:
         self.saved_listeners_version = -1
         self.sandboxes: dict[str, socket.socket] = {}
         self.conns: dict[socket.socket, Control] = {}
+        self.conns_per_sandbox: collections.Counter[str] = collections.Counter()
         self.state_mtime = -1.0
         self.wanted: set[str] = set()
         self.unbound_since: dict[str, float] = {}
@@ -431,13 +433,14 @@ class Router:
             sock, _ = listener.accept()
         except BlockingIOError:
             return
-        if sum(1 for c in self.conns.values() if c.sandbox == sandbox) >= MAX_CONNS_PER_SANDBOX:
+        if self.conns_per_sandbox[sandbox] >= MAX_CONNS_PER_SANDBOX:
             log.warning("%s has %d control connections open: refusing more", sandbox, MAX_CONNS_PER_SANDBOX)
             sock.close()
             return
         sock.setblocking(False)
         control = Control(sock, sandbox)
         self.conns[sock] = control
+        self.conns_per_sandbox[sandbox] += 1
         self.selector.register(sock, selectors.EVENT_READ, control)
 
     def _read(self, control: Control) -> None:
@@ -506,6 +509,9 @@ class Router:
     def _close(self, control: Control) -> None:
         if self.conns.pop(control.sock, None) is None:
             return
+        self.conns_per_sandbox[control.sandbox] -= 1
+        if not self.conns_per_sandbox[control.sandbox]:
+            del self.conns_per_sandbox[control.sandbox]
         self.selector.unregister(control.sock)
         self._send(self.broker.closed(control.sock))
         control.sock.close()

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from freeflow.router import protocol as p
+from freeflow.router.server import MAX_CONNS_PER_SANDBOX
 
 # A client in the lab namespace that sends each hex-encoded message of stdin on a fresh control
 # connection, then reports how the router answered (bytes received before EOF or timeout).
@@ -98,3 +99,44 @@ def test_a_valid_request_split_into_single_bytes_is_understood(lab):
     reply = bytes.fromhex(lab.python(lab.namespaces[0], code).strip())
     length, magic, version, op = struct.unpack("<IHBB", reply[:8])
     assert (length, magic, version, op) == (p.VerdictReply.layout.size, p.MAGIC, p.VERSION, p.Op.VERDICT)
+
+
+def test_a_container_holding_too_many_control_connections_is_refused_more_and_others_are_not(lab):
+    a, b = lab.add_host(1), lab.add_host(2)
+    lab.start_router()
+    # Opens the cap's worth of connections, checks the router answers an INTENT on each, then on one more;
+    # holds them until told, then closes ten and tries again.
+    code = textwrap.dedent(f"""
+        import resource, socket, sys
+        from freeflow.router import protocol as p
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+        def one():
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(b"\\0freeflow")
+            s.sendall(p.Intent("10.213.0.2", 80, 1000).encode())
+            try:
+                served = len(s.recv(64)) > 0
+            except OSError:
+                served = False
+            return s, served
+        held = [one() for _ in range({MAX_CONNS_PER_SANDBOX})]
+        print(all(served for _, served in held), one()[1], flush=True)
+        sys.stdin.readline()
+        for s, _ in held[:10]:
+            s.close()
+        print(one()[1], flush=True)
+    """)
+    holder = subprocess.Popen(["ip", "netns", "exec", a, sys.executable, "-c", code], text=True, env=lab.env(),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().split() == ["True", "False"], lab.router_log()
+        verdict = lab.python(b, "from freeflow.client import graft\nfrom freeflow.router import protocol as p\n"
+                                "c = graft.open_control()\n"
+                                "print(graft.exchange(c, p.Intent('10.213.0.1', 80, 999))[0])")
+        assert "VerdictReply" in verdict, "another container is served meanwhile"
+        out, _ = holder.communicate("\n", timeout=30)
+        assert out.split() == ["True"], "room again once some closed"
+    finally:
+        holder.kill()
+    assert lab.router.poll() is None
