@@ -413,6 +413,7 @@ class Broker:
             if not inodes or not live_sockets & set(inodes) or known & set(inodes):
                 continue
             self.grafts.append(GraftRecord(key, str(client), str(server), inodes, time.time(), HOST_TCP))
+            known |= set(inodes)  # an entry listed twice (old and new files) is taken once
             restored += 1
         self.host_tcp_version += restored
         return restored

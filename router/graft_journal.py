@@ -3,7 +3,9 @@ no name to find them by, unlike the socket pairs of one host.
 
 Each graft is one JSON line, appended when the graft is made, so a new connection costs one write however many
 are open. When ended grafts are forgotten, the file is rewritten with those still open, in one step (a new file
-renamed over the old). A line that a crash cut short is skipped when the file is read back.
+renamed over the old). A line that a crash cut short is skipped when the file is read back. A file that
+went away or was replaced under the router is written afresh, as is one a write failed on (retried every
+RETRY_AFTER seconds, so a full disk costs one attempt now and then, not one every turn).
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER = 5.0
 
 
 class GraftJournal:
@@ -26,7 +31,12 @@ class GraftJournal:
         self.path = path
         self.legacy = legacy
         self._fd: int | None = None
-        self.damaged = False  # a write failed: the file may miss entries or end in a part line until rewritten
+        self.damaged = False  # the file may miss entries or end in a part line until rewritten
+        self._retry_at = 0.0
+
+    def needs_rewrite(self) -> bool:
+        """Whether the file is damaged and the time to try writing it afresh has come."""
+        return self.damaged and time.monotonic() >= self._retry_at
 
     def append(self, entries: Iterable[object]) -> None:
         data = "".join(json.dumps(entry) + "\n" for entry in entries).encode()
@@ -35,6 +45,11 @@ class GraftJournal:
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            elif not self._still_there():
+                log.warning("%s was removed or replaced: writing it afresh", self.path)
+                self.close()
+                self.damaged = True
+                return
             view = memoryview(data)
             while view:
                 view = view[os.write(self._fd, view):]
@@ -49,6 +64,8 @@ class GraftJournal:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             with os.fdopen(fd, "w") as f:
                 f.writelines(json.dumps(entry) + "\n" for entry in entries)
+                f.flush()
+                os.fsync(f.fileno())  # a power cut must not leave an empty file renamed over the last one
             os.replace(tmp, self.path)
             if self.legacy is not None:
                 self.legacy.unlink(missing_ok=True)
@@ -70,6 +87,8 @@ class GraftJournal:
                 value, skipped = [], 1
             entries.extend(value if isinstance(value, list) else [])
         for line in _read(self.path).splitlines():
+            if not line.strip():
+                continue
             try:
                 entries.append(json.loads(line))
             except ValueError:
@@ -78,14 +97,23 @@ class GraftJournal:
             log.warning("%s: skipped %d lines that are not JSON (cut short by a crash?)", self.path, skipped)
         return entries
 
+    def _still_there(self) -> bool:
+        """Whether the file this journal appends to is still the one at its path."""
+        assert self._fd is not None
+        try:
+            return os.path.samestat(os.fstat(self._fd), os.stat(self.path))
+        except FileNotFoundError:
+            return False
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
     def _failed(self, exc: OSError) -> None:
-        """Warn once until a rewrite succeeds (the caller rewrites a damaged journal on its next turn)."""
+        """Warn once until a rewrite succeeds; the caller rewrites the file when needs_rewrite() says so."""
         self.close()
+        self._retry_at = time.monotonic() + RETRY_AFTER
         if not self.damaged:
             log.warning("cannot write %s: %s; a restarted router will not list every graft onto host TCP",
                         self.path, exc.strerror)

@@ -18,6 +18,7 @@ import importlib
 import json
 import logging
 import os
+import resource
 import selectors
 import shutil
 import socket
@@ -53,6 +54,7 @@ STATE_POLL = 0.2
 HOUSEKEEPING = 5.0  # seconds between checks of inherited listeners and of ended connections and channels
 # A joined sandbox's namespace file appears when Docker starts the container, often after Join.
 NAMESPACE_POLL = 0.02
+ACCEPT_PAUSE = 1.0  # seconds a listening socket rests after accept() failed for want of descriptors or memory
 LIBRARY = Path(freeflow.client.__file__).parent / "preload" / "libfreeflow.so"
 # What a Python program in a container needs on PYTHONPATH for `freeflow.client` (standard library only):
 # single modules, then whole packages.
@@ -126,12 +128,13 @@ class KeptJson:
         """Write `value` if it changed; a full or read-only disk costs a warning, not the router."""
         if value == self._saved:
             return
-        self._saved = value
         try:
             _replace_file(self.path, json.dumps(value).encode())
         except OSError as exc:
             log.warning("cannot write %s: %s; a restarted router will not know what it holds", self.path,
                         exc.strerror)
+            return
+        self._saved = value
 
     def load(self) -> object | None:
         """What an earlier router saved; None when nothing was, or the file is unreadable (a warning)."""
@@ -142,6 +145,13 @@ class KeptJson:
         except (OSError, ValueError) as exc:
             log.warning("ignoring %s: %s", self.path, exc)
             return None
+
+
+def _raise_descriptor_limit() -> None:
+    """Up to the hard limit: every container may hold up to MAX_CONNS_PER_SANDBOX control connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 NAME_KEY_FILE = "graft-names.key"  # beside the state: a restarted router must take back its own pairs
@@ -198,6 +208,7 @@ class Router:
         self.sandboxes: dict[str, socket.socket] = {}
         self.conns: dict[socket.socket, Control] = {}
         self.conns_per_sandbox: collections.Counter[str] = collections.Counter()
+        self.resting: dict[socket.socket, tuple[float, Any]] = {}  # listening sockets paused: (until, data)
         self.state_mtime = -1.0
         self.wanted: set[str] = set()
         self.unbound_since: dict[str, float] = {}
@@ -221,6 +232,7 @@ class Router:
         except BlockingIOError:
             raise RouterError(f"another router holds {self.private / 'router.lock'}") from None
         (self.private / "router.pid").write_text(f"{os.getpid()}\n")
+        _raise_descriptor_limit()
         self._install_library()
         path = str(self.private / "router.sock")
         Path(path).unlink(missing_ok=True)
@@ -271,8 +283,8 @@ class Router:
     def _save_host_tcp_grafts(self) -> None:
         """Called on every turn of the loop: new grafts are appended, and the whole file is written again
         only when some ended (or it was damaged)."""
-        new = self.broker.take_unsaved_host_tcp()
-        if self.broker.host_tcp_version != self.saved_host_tcp_version or self.graft_journal.damaged:
+        new = self.broker.take_unsaved_host_tcp()  # also when the file is rewritten: the rewrite holds them
+        if self.broker.host_tcp_version != self.saved_host_tcp_version or self.graft_journal.needs_rewrite():
             self.saved_host_tcp_version = self.broker.host_tcp_version
             self.graft_journal.rewrite(self.broker.host_tcp_grafts())
         else:
@@ -360,7 +372,7 @@ class Router:
         if self.cluster.host_id == address and self.peering is not None:
             return
         if self.peering is not None:
-            self.selector.unregister(self.peering)
+            self._unregister_listening(self.peering)
             self.peering.close()
             self.peering = None
         self.cluster.host_id = address
@@ -377,7 +389,7 @@ class Router:
 
     def _drop_sandbox(self, sandbox: str) -> None:
         sock = self.sandboxes.pop(sandbox)
-        self.selector.unregister(sock)
+        self._unregister_listening(sock)
         sock.close()
         for conn in [c for c in self.conns.values() if c.sandbox == sandbox]:
             self._close(conn)
@@ -398,12 +410,14 @@ class Router:
             self._send(self.broker.expire())
             self._expire_peering()
             if time.monotonic() >= next_poll:
+                self._wake_resting()
                 self.follow_state()
                 self._reap_bridges()
                 next_poll = time.monotonic() + poll
             if time.monotonic() >= next_check:
                 self._check_inherited()
                 self.broker.prune(live_sockets())  # records of connections and channels that ended
+                self._save_listeners()  # again, in case the last write failed
                 next_check = time.monotonic() + HOUSEKEEPING
             self._save_host_tcp_grafts()
             if self.broker.listeners_version != self.saved_listeners_version:
@@ -411,6 +425,24 @@ class Router:
                 self._save_listeners()
                 if self.cluster is not None:
                     self.cluster.publish(self.broker.published_listeners())
+
+    def _accept_failed(self, sock: socket.socket, what: str, exc: OSError) -> None:
+        """accept() failed for want of descriptors or memory: the socket rests a while, or the loop would spin on
+        it; what waits in its backlog is accepted then."""
+        key = self.selector.unregister(sock)
+        self.resting[sock] = (time.monotonic() + ACCEPT_PAUSE, key.data)
+        log.error("cannot accept %s: %s; trying again in %.0f s", what, exc.strerror or exc, ACCEPT_PAUSE)
+
+    def _wake_resting(self) -> None:
+        now = time.monotonic()
+        for sock, (until, data) in list(self.resting.items()):
+            if until <= now:
+                del self.resting[sock]
+                self.selector.register(sock, selectors.EVENT_READ, data)
+
+    def _unregister_listening(self, sock: socket.socket) -> None:
+        if self.resting.pop(sock, None) is None:
+            self.selector.unregister(sock)
 
     def _dispatch(self, key: selectors.SelectorKey, events: int) -> None:
         data = key.data
@@ -432,6 +464,9 @@ class Router:
         try:
             sock, _ = listener.accept()
         except BlockingIOError:
+            return
+        except OSError as exc:
+            self._accept_failed(listener, f"a control connection in {sandbox}", exc)
             return
         if self.conns_per_sandbox[sandbox] >= MAX_CONNS_PER_SANDBOX:
             log.warning("%s has %d control connections open: refusing more", sandbox, MAX_CONNS_PER_SANDBOX)
@@ -597,6 +632,9 @@ class Router:
             sock, (source, _) = self.peering.accept()
         except (BlockingIOError, ConnectionAbortedError):
             return
+        except OSError as exc:
+            self._accept_failed(self.peering, "another host's router", exc)
+            return
         if sum(1 for i in self.inbound.values() if i.source == source) >= MAX_INBOUND:
             log.warning("%s has %d connections without a preamble: refusing more", source, MAX_INBOUND)
             sock.close()
@@ -679,6 +717,9 @@ class Router:
         try:
             conn, _ = self.admin.accept()
         except BlockingIOError:
+            return
+        except OSError as exc:
+            self._accept_failed(self.admin, "an admin request", exc)
             return
         with conn:
             conn.settimeout(2)

@@ -235,8 +235,8 @@ def test_a_connection_to_another_host_is_grafted_onto_host_tcp(two_hosts) -> Non
             journal = host_a.state_dir / "router-host-tcp-grafts.jsonl"
 
             def journalled() -> list[list[object]]:  # (client ip, port) of each graft in the router's file
-                lines = journal.read_text().splitlines() if journal.exists() else []
-                return [json.loads(line)[0][1:3] for line in lines]
+                text = journal.read_text() if journal.exists() else ""
+                return [json.loads(line)[0][1:3] for line in text.splitlines(keepends=True) if line.endswith("\n")]
 
             # The status pruned the ended grafts: the file is written again with the open one only.
             wait_for(lambda: journalled() == [[ip, int(port)]], 10, "the router to save its host TCP grafts")

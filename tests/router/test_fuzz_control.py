@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from freeflow.router import protocol as p
 from freeflow.router.server import MAX_CONNS_PER_SANDBOX
+from tests.integration.conftest import wait_for
 
 # A client in the lab namespace that sends each hex-encoded message of stdin on a fresh control
 # connection, then reports how the router answered (bytes received before EOF or timeout).
@@ -139,4 +140,38 @@ def test_a_container_holding_too_many_control_connections_is_refused_more_and_ot
         assert out.split() == ["True"], "room again once some closed"
     finally:
         holder.kill()
+    assert lab.router.poll() is None
+
+
+def test_a_router_out_of_descriptors_stays_up_and_serves_again_once_some_are_free(lab):
+    a, _ = lab.add_host(1), lab.add_host(2)
+    lab.start_router()
+    limit = open_fds(lab.router.pid) + 40
+    subprocess.run(["prlimit", f"--pid={lab.router.pid}", f"--nofile={limit}:{limit}"], check=True)
+    # More connections than the router has descriptors left: those it cannot accept wait in the backlog.
+    code = textwrap.dedent("""
+        import socket, sys
+        held = []
+        for _ in range(60):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(b"\\0freeflow")
+            held.append(s)
+        print("holding", flush=True)
+        sys.stdin.readline()
+    """)
+    holder = subprocess.Popen(["ip", "netns", "exec", a, sys.executable, "-c", code], text=True, env=lab.env(),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        wait_for(lambda: "cannot accept a control connection" in lab.router_log(), 10,
+                 "the router to run out of descriptors")
+        assert lab.router.poll() is None, lab.router_log()
+        holder.communicate("\n", timeout=10)
+    finally:
+        holder.kill()
+    # The held connections are closed: once the listener in the container has rested, it is served again.
+    verdict = lab.python(a, "import time\nfrom freeflow.client import graft\n"
+                            "from freeflow.router import protocol as p\ntime.sleep(1.5)\nc = graft.open_control()\n"
+                            "print(graft.exchange(c, p.Intent('10.213.0.1', 80, 999))[0])")
+    assert "VerdictReply" in verdict, lab.router_log()
     assert lab.router.poll() is None

@@ -282,6 +282,7 @@ def test_grafts_onto_host_tcp_are_taken_back_from_what_the_last_router_saved():
     successor.prune(set())
     assert successor.host_tcp_version != version and successor.host_tcp_grafts() == [], "it ended: save again"
     assert Broker().restore_host_tcp_grafts(saved, live_sockets=set()) == 0, "the connection ended"
+    assert Broker().restore_host_tcp_grafts(saved + saved, live_sockets={inode}) == 1, "listed twice: taken once"
     malformed = [None, 3, "x", [], [[1, 2], "a", "b", [1]], [[NET, "ip", "port", "ip", 1], "", "", [1]],
                  [list(key), "", "", []], [list(key), "", "", ["nine"]]]
     assert Broker().restore_host_tcp_grafts(malformed, live_sockets={1, inode}) == 0

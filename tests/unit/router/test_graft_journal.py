@@ -11,6 +11,7 @@ import socket
 import pytest
 
 from freeflow.config.settings import Settings
+from freeflow.router import graft_journal
 from freeflow.router.graft_journal import GraftJournal
 from freeflow.router.server import Router
 from freeflow.router.status import live_sockets
@@ -65,7 +66,29 @@ def test_a_broken_or_missing_file_gives_nothing_to_take_back(journal) -> None:
     assert journal.load() == []
 
 
-def test_a_full_disk_damages_the_journal_until_it_is_rewritten(tmp_path, caplog) -> None:
+def test_blank_lines_are_no_damage(journal, caplog) -> None:
+    journal.path.write_text("\n" + json.dumps(ONE) + "\n\n")
+    with caplog.at_level(logging.WARNING):
+        assert journal.load() == [ONE]
+    assert "skipped" not in caplog.text
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_file_removed_or_replaced_under_the_router_is_written_afresh(journal, how) -> None:
+    journal.append([ONE])
+    if how == "removed":
+        journal.path.unlink()
+    else:
+        journal.path.rename(journal.path.with_suffix(".old"))
+        journal.path.write_text("")
+    journal.append([TWO])
+    assert journal.needs_rewrite(), "the appends would go to a file nobody reads"
+    journal.rewrite([ONE, TWO])
+    journal.append([THREE])
+    assert not journal.needs_rewrite() and journal.load() == [ONE, TWO, THREE]
+
+
+def test_a_full_disk_damages_the_journal_until_it_is_rewritten(tmp_path, caplog, monkeypatch) -> None:
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full")
     journal = GraftJournal(tmp_path / "grafts.jsonl")
@@ -74,6 +97,10 @@ def test_a_full_disk_damages_the_journal_until_it_is_rewritten(tmp_path, caplog)
         journal.append([ONE])
         journal.append([TWO])
     assert journal.damaged and caplog.text.count("No space left on device") == 1
+    assert not journal.needs_rewrite(), "not tried again on every turn of the router's loop"
+    monkeypatch.setattr(graft_journal, "RETRY_AFTER", 0.0)
+    journal.append([TWO])
+    assert journal.needs_rewrite()
     journal.path.unlink()
     journal.rewrite([ONE, TWO])
     assert not journal.damaged and journal.load() == [ONE, TWO]
@@ -100,9 +127,16 @@ def test_the_router_appends_new_grafts_and_rewrites_the_file_when_some_ended(tmp
             "an ended graft: the file is written again"
         [entry] = router.graft_journal.load()
         assert entry[0][2] == 40001
+        # A graft made in a turn that also rewrites the file (another ended) is written once, not twice.
+        sockets.append(socket.create_server(("127.0.0.1", 0)))
+        router.broker.record_graft(("net", "10.0.0.2", 40002, "10.0.1.5", 7000), "sandbox-a", "", sockets[-1])
+        router.broker.host_tcp_version += 1
+        router._save_host_tcp_grafts()
+        router._save_host_tcp_grafts()
+        assert [entry[0][2] for entry in router.graft_journal.load()] == [40001, 40002]
         successor = Router(settings)
-        assert successor._restore_host_tcp_grafts() == 1
-        assert [g.key[2] for g in successor.broker.grafts] == [40001]
+        assert successor._restore_host_tcp_grafts() == 2
+        assert [g.key[2] for g in successor.broker.grafts] == [40001, 40002]
     finally:
         first_file.close()
         router.graft_journal.close()
