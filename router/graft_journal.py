@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from freeflow.router.kept_files import replace_file
+
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 5.0
@@ -59,14 +61,8 @@ class GraftJournal:
     def rewrite(self, entries: Iterable[object]) -> None:
         """Replace the file with `entries` only."""
         self.close()
-        tmp = self.path.with_suffix(".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            with os.fdopen(fd, "w") as f:
-                f.writelines(json.dumps(entry) + "\n" for entry in entries)
-                f.flush()
-                os.fsync(f.fileno())  # a power cut must not leave an empty file renamed over the last one
-            os.replace(tmp, self.path)
+            replace_file(self.path, "".join(json.dumps(entry) + "\n" for entry in entries).encode())
             if self.legacy is not None:
                 self.legacy.unlink(missing_ok=True)
         except OSError as exc:

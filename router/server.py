@@ -42,6 +42,7 @@ from freeflow.router.broker import Action, Bridge, Broker, Dial, Endpoint, Reply
 from freeflow.router.cluster import ClusterView
 from freeflow.router.errors import NamespaceError, RouterError
 from freeflow.router.graft_journal import GraftJournal
+from freeflow.router.kept_files import KeptJson, replace_file
 from freeflow.router.netns import bind_abstract, host_root, in_root, read_proc_net
 from freeflow.router.status import connection_status, listening_ports, live_sockets, named_unix_sockets, unix_inodes
 
@@ -108,45 +109,6 @@ class Inbound:
     buffer: bytearray = field(default_factory=bytearray)
 
 
-def _replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Put `data` at `path` in one step (a new file renamed over the old one); raises OSError."""
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-class KeptJson:
-    """A JSON file the router rewrites whenever its value changes, and the next router reads back."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._saved: object = KeptJson  # nothing written yet
-
-    def save(self, value: object) -> None:
-        """Write `value` if it changed; a full or read-only disk costs a warning, not the router."""
-        if value == self._saved:
-            return
-        try:
-            _replace_file(self.path, json.dumps(value).encode())
-        except OSError as exc:
-            log.warning("cannot write %s: %s; a restarted router will not know what it holds", self.path,
-                        exc.strerror)
-            return
-        self._saved = value
-
-    def load(self) -> object | None:
-        """What an earlier router saved; None when nothing was, or the file is unreadable (a warning)."""
-        try:
-            return json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring %s: %s", self.path, exc)
-            return None
-
-
 def _raise_descriptor_limit() -> None:
     """Up to the hard limit: every container may hold up to MAX_CONNS_PER_SANDBOX control connections."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -172,7 +134,7 @@ def _name_key(path: Path) -> bytes:
     key = os.urandom(32)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _replace_file(path, key, 0o600)
+        replace_file(path, key, 0o600)
     except OSError as exc:
         log.warning("cannot keep %s (%s): a restarted router will not list today's grafted connections", path,
                     exc.strerror)
