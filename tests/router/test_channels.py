@@ -26,7 +26,7 @@ from freeflow.client.channel import Channel
 from freeflow.client.errors import AcceptTimeout, ChannelMemoryCap
 from freeflow.router import protocol as p
 from freeflow.shm.channel import channel_fds
-from tests.router.test_fuzz_control import SENDER, header, open_fds
+from tests.router.test_fuzz_control import header, open_fds, send_fuzzed
 
 PORT = 7000
 
@@ -342,22 +342,7 @@ def test_fuzzed_channel_requests_never_hurt_the_router(lab):
     """), background=True)
     try:
         assert acceptor.stdout.readline().split() == ["listening", "True"]
-        sender = subprocess.Popen(["ip", "netns", "exec", a, sys.executable, "-c", SENDER], text=True,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        baseline = open_fds(lab.router.pid)
-
-        @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
-        @given(channel_requests)
-        def one(message: bytes) -> None:
-            sender.stdin.write(message.hex() + "\n")
-            sender.stdin.flush()
-            answer = sender.stdout.readline().strip()
-            assert answer.isdigit(), f"the router neither answered nor closed the connection within 2 s: {answer!r}"
-            assert lab.router.poll() is None, lab.router_log()
-
-        one()
-        sender.stdin.close()
-        sender.wait(10)
+        baseline = send_fuzzed(lab, a, channel_requests, 200)
         deadline = time.monotonic() + 10
         while open_fds(lab.router.pid) > baseline and time.monotonic() < deadline:
             lab.status()  # forgets channels whose two sides are gone, with the router's mappings of them

@@ -55,15 +55,15 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def test_fuzzed_control_messages_never_hurt_the_router(lab):
-    a, b = lab.add_host(1), lab.add_host(2)
-    lab.start_router()
-    sender = subprocess.Popen(["ip", "netns", "exec", a, sys.executable, "-c", SENDER], text=True,
+def send_fuzzed(lab, ns: str, drawn: st.SearchStrategy[bytes], max_examples: int) -> int:
+    """Send each message `drawn` gives on a control connection of its own from namespace `ns`, checking after each
+    that the router answered or closed it and is still up; return the router's descriptor count from before."""
+    sender = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SENDER], text=True,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     baseline = open_fds(lab.router.pid)
 
-    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(messages)
+    @settings(max_examples=max_examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(drawn)
     def one(message: bytes) -> None:
         sender.stdin.write(message.hex() + "\n")
         sender.stdin.flush()
@@ -71,9 +71,18 @@ def test_fuzzed_control_messages_never_hurt_the_router(lab):
         assert answer.isdigit(), f"the router neither answered nor closed the connection within 2 s: {answer!r}"
         assert lab.router.poll() is None, lab.router_log()
 
-    one()
-    sender.stdin.close()
-    sender.wait(10)
+    try:
+        one()
+    finally:
+        sender.stdin.close()
+        sender.wait(10)
+    return baseline
+
+
+def test_fuzzed_control_messages_never_hurt_the_router(lab):
+    a, b = lab.add_host(1), lab.add_host(2)
+    lab.start_router()
+    baseline = send_fuzzed(lab, a, messages, 300)
     assert lab.router.poll() is None
     assert open_fds(lab.router.pid) <= baseline, "the router leaked descriptors"
     # Still serving well-formed requests.
