@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from freeflow.plugin import protocol as p
 from freeflow.plugin.driver import Driver
@@ -30,11 +30,27 @@ def _answer(body: dict[str, Any], status: int = 200) -> Response:
 
 
 def _body() -> Any:
-    raw = request.get_data(cache=False)
+    """The request's JSON body ({} when empty), read with MAX_BODY as a hard limit whatever the Werkzeug version
+    (Debian's 2.2 applies MAX_CONTENT_LENGTH to forms only, and a chunked body declares no length)."""
+    declared = request.content_length
+    if declared is not None and declared > MAX_BODY:
+        raise RequestEntityTooLarge()
+    try:
+        raw = request.stream.read(MAX_BODY + 1)
+    except OSError as exc:  # the worker's timeout on a client that stalled mid-body
+        raise BadRequest(f"the request body did not arrive: {exc.strerror or exc}") from None
+    except ClientDisconnected:  # Werkzeug's word for a body shorter than its Content-Length
+        raise BadRequest(f"the request body ended before the {declared} bytes it declared") from None
+    if len(raw) > MAX_BODY:
+        raise RequestEntityTooLarge()
+    if declared is not None and len(raw) < declared:
+        raise BadRequest(f"the request body ended after {len(raw)} bytes, before the {declared} bytes it declared")
     if not raw.strip():
         return {}
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise BadRequest("the request body nests JSON too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
 

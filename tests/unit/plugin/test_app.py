@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -239,6 +240,18 @@ def test_an_oversized_body_is_refused_and_the_app_stays_up(client, kernel):
     assert status == 413 and "larger than" in answer["Err"]
     assert kernel.links == {}
     assert call(client, "NetworkDriver.CreateNetwork", create_network_body()) == (200, {})
+
+
+def test_json_nested_too_deeply_is_a_clear_400(client):
+    status, answer = call(client, "NetworkDriver.CreateNetwork", raw=b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and "nests JSON too deeply" in answer["Err"]
+
+
+def test_a_body_shorter_than_its_length_is_a_clear_400(client):
+    response = client.post("/NetworkDriver.CreateNetwork", input_stream=io.BytesIO(b"{}"),
+                           environ_overrides={"CONTENT_LENGTH": "100"})
+    assert response.status_code == 400
+    assert "before the 100 bytes it declared" in json.loads(response.data)["Err"]
 
 
 @pytest.mark.parametrize("ipam, words", [([1], "IPv4Data[0] must be a JSON object"), ([{}], "IPv4Data[0] has no Pool"),
