@@ -275,12 +275,14 @@ plain:
     return ff_real.connect(fd, addr, len);
 }
 
-/* Whether listening socket `fd` can be reached by other containers over TCP; its port if so. */
+/* Whether listening socket `fd` can be reached by other containers over TCP, and accepts without waiting
+ * for data (TCP_DEFER_ACCEPT: ff_listener_deferred); its port if so. */
 static int reachable_listener(int fd, uint16_t *port)
 {
     struct sockaddr_in6 addr;
     socklen_t len = sizeof addr;
-    if (!is_tcp(fd) || ff_real.getsockname(fd, (struct sockaddr *)&addr, &len) < 0)
+    if (!is_tcp(fd) || int_option(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT) > 0 ||
+        ff_real.getsockname(fd, (struct sockaddr *)&addr, &len) < 0)
         return 0;
     *port = ntohs(addr.sin6_port);
     if (addr.sin6_family == AF_INET) {
@@ -353,6 +355,18 @@ void ff_listener_listen(int fd, int backlog)
         keep_registered(fd, l); /* listen() again, to change the backlog */
     else
         adopt(fd, backlog);
+}
+
+void ff_listener_deferred(int fd)
+{
+    int saved = errno;
+    struct ff_fd *l = ff_fd_of(fd, FF_LISTENER);
+    if (l && int_option(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT) > 0) {
+        ff_fd_close_control(fd);
+        l->kind = FF_PLAIN;
+        ff_debug("fd %d: port %u defers its accepts: no longer registered with the router", fd, l->port);
+    }
+    errno = saved;
 }
 
 void ff_graft_accepted(int listener, int fd)

@@ -19,6 +19,11 @@ int ff_graft_connect(int fd, const struct sockaddr *addr, socklen_t len, struct 
 /* listen() succeeded on `fd`: register it with the router if it is a TCP socket other containers can reach. */
 void ff_listener_listen(int fd, int backlog);
 
+/* setsockopt(TCP_DEFER_ACCEPT) succeeded on `fd`: a registered listener that now defers its accepts until
+ * data arrives is registered no longer (a client waiting for the graft sends nothing, so the server would
+ * accept only after the router gave up: every connection would wait that long, then stay on TCP). */
+void ff_listener_deferred(int fd);
+
 /* accept() on `listener` returned `fd`: graft it when the router pairs it. Listeners the library has not
  * seen listen (inherited through exec) are classified here first. Leaves errno alone. */
 void ff_graft_accepted(int listener, int fd);

@@ -1,13 +1,16 @@
 /* The libc calls libfreeflow.so interposes (LD_PRELOAD), each with what it does differently and why.
  *
- * Everything else (read, write, send, recv, recvfrom, recvmsg, shutdown, poll, select, epoll_wait,
- * sendfile, splice, ioctl FIONREAD) works unchanged on a grafted socket: it is a connected AF_UNIX stream
- * socket. A unix socket the library does not know (it crossed exec) is recognised as grafted by its name
- * when a real getsockname, getpeername, getsockopt, setsockopt, sendto or sendmsg shows it to be unix.
+ * Everything else (read, write, send, recv, poll, select, epoll_wait, sendfile, splice, ioctl FIONREAD)
+ * works unchanged on a grafted socket: it is a connected AF_UNIX stream socket. A unix socket the library
+ * does not know (it crossed exec) is recognised as grafted by its name when a real getsockname,
+ * getpeername, getsockopt, setsockopt, sendto, sendmsg, recvfrom or recvmsg shows it to be unix, or at a
+ * shutdown that is not SHUT_WR.
  * With FREEFLOW_DISABLE=1 every call below goes straight to libc. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -306,7 +309,8 @@ FF_EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *le
 }
 
 /* setsockopt: on a grafted socket, TCP and IP options succeed without effect (there is no TCP under it;
- * TCP_NODELAY is remembered), socket-level ones apply to the unix socket (buffers, timeouts, linger). */
+ * TCP_NODELAY is remembered), socket-level ones apply to the unix socket (buffers, timeouts, linger). A
+ * listener given TCP_DEFER_ACCEPT (nginx's `listen ... deferred`) is no longer grafted (graft.h). */
 FF_EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
 {
     FF_INIT();
@@ -315,6 +319,8 @@ FF_EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen
         return ff_grafted_setsockopt(e, fd, level, name, value, len);
     int saved = errno;
     int rc = ff_real.setsockopt(fd, level, name, value, len);
+    if (rc == 0 && level == IPPROTO_TCP && name == TCP_DEFER_ACCEPT)
+        ff_listener_deferred(fd);
     if (rc < 0 && errno == EOPNOTSUPP && level != SOL_SOCKET && (e = crossed_exec(fd))) {
         errno = saved;
         return ff_grafted_setsockopt(e, fd, level, name, value, len);
@@ -369,4 +375,70 @@ FF_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     if (sent < 0 && errno == EISCONN && crossed_exec(fd))
         return ff_real.sendmsg(fd, &unnamed, flags);
     return sent;
+}
+
+/* A received source address of `len` bytes at `addr` shows fd to be a grafted socket: a unix one (on a
+ * socket the library knows as grafted, or that turns out to be one that crossed exec). */
+static int grafted_source(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    if (ff_fd_of(fd, FF_GRAFTED))
+        return 1;
+    if (len < sizeof(sa_family_t) || addr->sa_family != AF_UNIX)
+        return 0;
+    int saved = errno;
+    int grafted = crossed_exec(fd) != NULL;
+    errno = saved;
+    return grafted;
+}
+
+/* recvfrom: TCP gives no source address (its length comes back 0), a unix stream socket the router's name
+ * of the pair's other end: a grafted socket gives none either. */
+FF_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr, socklen_t *addrlen)
+{
+    FF_INIT();
+    if (!addr || !addrlen)
+        return ff_real.recvfrom(fd, buf, len, flags, addr, addrlen);
+    if (ff_fd_of(fd, FF_GRAFTED)) { /* sockperf's every receive: one lookup, no name copied */
+        ssize_t got = ff_real.recvfrom(fd, buf, len, flags, NULL, NULL);
+        if (got >= 0)
+            *addrlen = 0;
+        return got;
+    }
+    socklen_t room = *addrlen;
+    ssize_t got = ff_real.recvfrom(fd, buf, len, flags, addr, addrlen);
+    if (got >= 0 && grafted_source(fd, addr, room < *addrlen ? room : *addrlen))
+        *addrlen = 0;
+    return got;
+}
+
+/* recvmsg: as recvfrom, for msg_name. */
+FF_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    FF_INIT();
+    socklen_t room = msg && msg->msg_name ? msg->msg_namelen : 0;
+    ssize_t got = ff_real.recvmsg(fd, msg, flags);
+    if (got >= 0 && room &&
+        grafted_source(fd, msg->msg_name, room < msg->msg_namelen ? room : msg->msg_namelen))
+        msg->msg_namelen = 0;
+    return got;
+}
+
+/* shutdown: TCP's SHUT_RD stops only this side's reading, a socket pair's also the other end's writing
+ * (its next send fails with EPIPE, or kills it with SIGPIPE): on a grafted socket SHUT_RD does nothing and
+ * SHUT_RDWR shuts writing only. (A read after it then waits for data where TCP's returns 0.) */
+FF_EXPORT int shutdown(int fd, int how)
+{
+    FF_INIT();
+    if (how != SHUT_WR && !ff_disabled) {
+        int saved = errno;
+        int grafted = ff_fd_of(fd, FF_GRAFTED) || crossed_exec(fd);
+        errno = saved;
+        if (grafted) {
+            if (how == SHUT_RD)
+                return 0;
+            if (how == SHUT_RDWR)
+                how = SHUT_WR;
+        }
+    }
+    return ff_real.shutdown(fd, how);
 }

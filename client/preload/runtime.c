@@ -51,6 +51,9 @@ void ff_runtime_init(void)
     ff_real.epoll_ctl = dlsym(RTLD_NEXT, "epoll_ctl");
     ff_real.sendto = dlsym(RTLD_NEXT, "sendto");
     ff_real.sendmsg = dlsym(RTLD_NEXT, "sendmsg");
+    ff_real.recvfrom = dlsym(RTLD_NEXT, "recvfrom");
+    ff_real.recvmsg = dlsym(RTLD_NEXT, "recvmsg");
+    ff_real.shutdown = dlsym(RTLD_NEXT, "shutdown");
     ff_disabled = switched_on("FREEFLOW_DISABLE");
     debugging = switched_on("FREEFLOW_DEBUG");
     __atomic_store_n(&ff_ready, 1, __ATOMIC_RELEASE);

@@ -34,6 +34,9 @@ struct ff_libc {
     int (*epoll_ctl)(int, int, int, struct epoll_event *);
     ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
     ssize_t (*sendmsg)(int, const struct msghdr *, int);
+    ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+    ssize_t (*recvmsg)(int, struct msghdr *, int);
+    int (*shutdown)(int, int);
 };
 
 extern struct ff_libc ff_real;

@@ -7,6 +7,7 @@ crosses it, an overlay transfer does.
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -196,3 +197,60 @@ def test_sshd_serves_a_grafted_session_and_logs_the_clients_overlay_address(netw
     assert veth_bytes(client, net) - before < MB, "the session crossed the veth: not grafted"
     log = docker("exec", server, "cat", "/tmp/sshd.log")
     assert f"Accepted publickey for root from {container_ip(client, net)} port" in log, log
+
+
+# A server whose connections check three things TCP does and a socket pair does not (each answer says
+# whether the server's socket really is a grafted one): its SHUT_RD leaves the client's sends alone, a
+# received source address is none, and a listener deferring its accepts until data comes is not grafted.
+TCP_SEMANTICS_SERVER = textwrap.dedent("""
+    import ctypes, socket, time
+    libc = ctypes.CDLL(None, use_errno=True)
+    def grafted(sock):  # SO_DOMAIN by a raw syscall, past the library
+        value, size = ctypes.c_int(0), ctypes.c_uint32(4)
+        libc.syscall(55, sock.fileno(), socket.SOL_SOCKET, socket.SO_DOMAIN, ctypes.byref(value), ctypes.byref(size))
+        return value.value == socket.AF_UNIX
+    srv = socket.create_server(("0.0.0.0", 7100))
+    deferring = socket.create_server(("0.0.0.0", 7101))
+    deferring.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 5)  # after listen(), as nginx does
+    print("ready", flush=True)
+    conn, _ = srv.accept()
+    conn.shutdown(socket.SHUT_RD)
+    time.sleep(0.3)  # the client sends meanwhile
+    conn.sendall(f"reply {grafted(conn)}".encode())
+    time.sleep(0.5)  # the client reads that alone
+    conn.sendall(b"more")
+    time.sleep(1)  # and this, before a close with its unread bytes resets the connection
+    conn.close()
+    conn, _ = deferring.accept()
+    conn.sendall(conn.recv(10) + f" {grafted(conn)}".encode())
+    conn.close()
+""")
+
+TCP_SEMANTICS_CLIENT = textwrap.dedent("""
+    import signal, socket, sys, time
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as a C program has it: a send on a pipe shut is death
+    sock = socket.create_connection((sys.argv[1], 7100), timeout=20)
+    time.sleep(0.1)
+    sock.sendall(b"after the server's SHUT_RD")
+    print(sock.recvfrom(100), flush=True)
+    print(sock.recvmsg(100)[::3], flush=True)
+    sock = socket.create_connection((sys.argv[1], 7101), timeout=20)
+    sock.sendall(b"deferred")
+    print(sock.recv(100), flush=True)
+""")
+
+
+def test_grafted_sockets_keep_tcps_shutdown_source_address_and_deferred_accepts(network, container):
+    net = network("tcpsem")
+    server = container("srv", net, *PRELOAD, "-e", "FREEFLOW_DEBUG=1")
+    client = container("cli", net, *PRELOAD, "-e", "FREEFLOW_DEBUG=1")
+    docker("exec", "-d", server, "sh", "-c", f"python3 -c '{TCP_SEMANTICS_SERVER}' > /tmp/out 2>&1")
+    wait_for(lambda: "ready" in docker("exec", server, "cat", "/tmp/out"), 20, "the server")
+    run = subprocess.run(["docker", "exec", client, "python3", "-c", TCP_SEMANTICS_CLIENT, container_ip(server, net)],
+                         capture_output=True, text=True, timeout=60)
+    lines = run.stdout.splitlines()
+    assert run.returncode == 0, (run.returncode, run.stdout, run.stderr)
+    assert lines == ["(b'reply True', None)", "(b'more', None)", "b'deferred False'"], (lines, run.stderr)
+    server_log = docker("exec", server, "cat", "/tmp/out")
+    assert "defers its accepts" in server_log, server_log
+    assert "the router leaves" not in run.stderr, "the client waited for a graft the deferring server never took"
