@@ -6,20 +6,33 @@ sends nothing, or half a request, would hold a thread for as long as it stays co
 would leave none for dockerd's calls (the worker's own `timeout` never fires: its main loop keeps beating).
 Here each connection gets kernel receive and send timeouts (SO_RCVTIMEO, SO_SNDTIMEO; gunicorn switching the
 socket between blocking and non-blocking leaves them alone): a read or write that stalls for CLIENT_TIMEOUT
-seconds fails with EAGAIN, the connection is closed and one warning says so.
+seconds fails with EAGAIN, the connection is closed and one warning says so. Those time each read alone, so a
+client that sends a byte now and then would still hold its thread: RequestDeadlines also cuts off a connection
+whose request (head and body) has not all arrived CLIENT_TIMEOUT seconds after it began. The body is read
+before the application runs (at most MAX_BODY + 1 bytes, the application refuses more), so the deadline
+never cuts into the driver's work.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import struct
+import threading
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import ThreadWorker
 
+from freeflow.plugin.app import MAX_BODY
+
 CLIENT_TIMEOUT = 5.0  # seconds; dockerd sends a whole request at once and reads the answer at once
+_WATCH_EVERY = 0.25  # seconds between two looks for requests past their deadline
+
+log = logging.getLogger(__name__)
 
 
 def bound_io(sock: socket.socket, seconds: float) -> None:
@@ -42,14 +55,62 @@ class _StalledClient(logging.Filter):
         return True
 
 
+class RequestDeadlines:
+    """Shuts down a connection whose request has not all arrived `seconds` after arm(); disarm() once it has."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._due: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
+        threading.Thread(target=self._watch, name="request-deadlines", daemon=True).start()
+
+    def arm(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._due[sock] = time.monotonic() + self.seconds
+
+    def disarm(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._due.pop(sock, None)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(_WATCH_EVERY)
+            now = time.monotonic()
+            with self._lock:
+                late = [sock for sock, due in self._due.items() if due <= now]
+                for sock in late:
+                    del self._due[sock]
+            for sock in late:
+                try:  # the thread reading it gets end-of-file and closes it
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    continue  # closed already (an error before its body was read)
+                log.warning("cut off a client connection whose request took over %g s to arrive", self.seconds)
+
+
 class BoundedThreadWorker(ThreadWorker):  # type: ignore[misc]
     def init_process(self) -> None:
         self.log.error_log.addFilter(_StalledClient())
+        self.deadlines = RequestDeadlines(CLIENT_TIMEOUT)
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        """The application, handed each request with its body already read (under the request's deadline)."""
+        super().load_wsgi()
+        app: Callable[..., Iterable[bytes]] = self.wsgi  # type: ignore[has-type]
+        deadlines = self.deadlines
+
+        def read_first(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(MAX_BODY + 1))
+            deadlines.disarm(environ["gunicorn.socket"])
+            return app(environ, start_response)
+
+        self.wsgi = read_first
 
     def enqueue_req(self, conn: Any) -> None:
         """Every connection, new or kept alive, passes here on its way to a thread."""
         bound_io(conn.sock, CLIENT_TIMEOUT)
+        self.deadlines.arm(conn.sock)
         super().enqueue_req(conn)
 
 

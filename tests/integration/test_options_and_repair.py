@@ -138,3 +138,37 @@ def test_the_plugin_socket_bounds_bodies_and_nesting():
     assert b" 400 " in status and "too deeply" in answer["Err"]
     status, answer = _post(b"{}")
     assert b" 400 " in status and "NetworkID" in answer["Err"]  # still answering
+
+
+def test_clients_that_trickle_requests_to_the_plugin_do_not_block_dockerd(network):
+    """More connections than the plugin has threads, each sending a byte a second (within the per-read
+    timeout): only a deadline on the whole request frees the threads for dockerd."""
+    done = threading.Event()
+    cut_off: set[int] = set()
+    with ExitStack() as stack:
+        socks = []
+        for _ in range(20):
+            sock = stack.enter_context(socket.socket(socket.AF_UNIX))
+            sock.connect(_plugin_socket())
+            socks.append(sock)
+
+        def trickle() -> None:
+            for byte in b"POST /NetworkDriver.CreateNetwork HTTP/1.1\r\nHost: plugin\r\nX-Pad: " + b"y" * 60:
+                for i, sock in enumerate(socks):
+                    if i not in cut_off:
+                        try:
+                            sock.send(bytes([byte]))
+                        except OSError:
+                            cut_off.add(i)
+                if done.wait(1.0) or len(cut_off) == len(socks):
+                    return
+
+        trickler = threading.Thread(target=trickle)
+        trickler.start()
+        try:
+            name = network("trickled")
+            assert inspect("network", name)["Driver"] == DRIVER
+            wait_for(lambda: len(cut_off) == len(socks), 30, "the plugin to cut off every trickling client")
+        finally:
+            done.set()
+            trickler.join(10)

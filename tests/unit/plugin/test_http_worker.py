@@ -69,3 +69,38 @@ def test_stalled_clients_are_cut_off_and_others_are_answered(server):
         sock.close()
     text = log.read_text()
     assert "stalled" in text and "Traceback" not in text, text
+
+
+def test_clients_that_trickle_their_requests_are_cut_off(server):
+    """Each byte comes within the per-read timeout, so only a deadline on the whole request ends them."""
+    path, log = server
+    trickling = [_connect(path) for _ in range(THREADS)]
+    head = b"POST /NetworkDriver.CreateNetwork HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"y" * 100
+    cut_off = set()
+    deadline = time.monotonic() + WAIT_S
+    for byte in head:
+        for sock in trickling:
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                cut_off.add(sock)
+        if len(cut_off) == len(trickling) or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    assert len(cut_off) == len(trickling), "a client sending a byte a second kept its connection"
+    assert _answers(path)
+    for sock in trickling:
+        sock.close()
+    assert "took over" in log.read_text()
+
+
+def test_a_body_that_trickles_is_cut_off_too(server):
+    path, log = server
+    with _connect(path) as sock:
+        sock.sendall(b"POST /NetworkDriver.CreateNetwork HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            while time.monotonic() - started < WAIT_S:
+                sock.send(b" ")
+                time.sleep(0.5)
+    assert "took over" in log.read_text()
