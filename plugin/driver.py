@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from freeflow.plugin import protocol as p
-from freeflow.plugin.errors import Conflict, DriverError, InvalidOption, NotFound
+from freeflow.plugin.errors import BadRequest, Conflict, DriverError, InvalidOption, NotFound
 from freeflow.plugin.store import Endpoint, Network, State, Store
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,11 @@ class Driver:
         """Swarm tells each node its own address (`Self`); VXLAN tunnels start from it."""
         data = req.data
         if req.discovery_type == 1 and data.get("Self") and isinstance(data.get("Address"), str):
+            try:
+                ipaddress.ip_address(data["Address"])
+            except ValueError:
+                raise BadRequest(f"DiscoveryData.Address {data['Address']!r} is not an IP address: this host's "
+                                 "address stays " + (self.host_address or "unknown")) from None
             if self.host_address != data["Address"]:
                 log.info("this host's address is %s", data["Address"])
             self.host_address = data["Address"]

@@ -7,9 +7,11 @@
 #include "emulate.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "runtime.h"
 
@@ -68,6 +70,20 @@ void ff_grafted_put_options(const struct ff_fd *e, int fd)
             ff_real.setsockopt(fd, IPPROTO_TCP, kept_names[i], &e->tcp_kept[i], sizeof e->tcp_kept[i]);
 }
 
+/* TCP_CONGESTION: the algorithm a new TCP socket of this namespace gets, as its 16-byte name. */
+static int congestion(void *value, socklen_t *len)
+{
+    char name[16] = {0};
+    int fd = open("/proc/sys/net/ipv4/tcp_congestion_control", O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd >= 0 ? read(fd, name, sizeof name - 1) : -1;
+    if (fd >= 0)
+        ff_real.close(fd);
+    if (got <= 0)
+        strcpy(name, "cubic"); /* the kernel's own default */
+    name[strcspn(name, "\n")] = '\0';
+    return answer(value, len, name, sizeof name);
+}
+
 static int tcp_option(const struct ff_fd *e, int name, void *value, socklen_t *len)
 {
     int kept = kept_index(name);
@@ -78,6 +94,8 @@ static int tcp_option(const struct ff_fd *e, int name, void *value, socklen_t *l
         return answer_int(value, len, e->nodelay);
     case TCP_MAXSEG:
         return answer_int(value, len, FF_MSS);
+    case TCP_CONGESTION:
+        return congestion(value, len);
     case TCP_INFO: {
         struct tcp_info info;
         memset(&info, 0, sizeof info);
@@ -102,6 +120,8 @@ int ff_grafted_getsockopt(const struct ff_fd *e, int fd, int level, int name, vo
         return e->host_tcp ? ff_real.getsockopt(fd, level, name, value, len) : tcp_option(e, name, value, len);
     if (level == IPPROTO_IP && name == IP_OPTIONS)
         return *len = 0, 0; /* none, as TCP says: sshd drops a connection that has any */
+    if ((level == IPPROTO_IP && name == IP_TTL) || (level == IPPROTO_IPV6 && name == IPV6_UNICAST_HOPS))
+        return answer_int(value, len, 64); /* the kernel's default hop limit */
     if (level == IPPROTO_IP || level == IPPROTO_IPV6)
         return answer_int(value, len, 0);
     int saved = errno;

@@ -284,7 +284,8 @@ FF_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
 
 /* getsockopt: a grafted socket says SO_DOMAIN AF_INET(6) and SO_PROTOCOL IPPROTO_TCP; TCP options read
  * back what was set (TCP_NODELAY) or what TCP would say (TCP_INFO: an established connection, zeroed
- * counters); IP options read 0; socket-level options are the unix socket's. */
+ * counters; TCP_CONGESTION: the namespace's default); IP options read 0 (IP_TTL, IPV6_UNICAST_HOPS: 64);
+ * socket-level options are the unix socket's. */
 FF_EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *len)
 {
     FF_INIT();

@@ -199,9 +199,10 @@ def test_sshd_serves_a_grafted_session_and_logs_the_clients_overlay_address(netw
     assert f"Accepted publickey for root from {container_ip(client, net)} port" in log, log
 
 
-# A server whose connections check three things TCP does and a socket pair does not (each answer says
-# whether the server's socket really is a grafted one): its SHUT_RD leaves the client's sends alone, a
-# received source address is none, and a listener deferring its accepts until data comes is not grafted.
+# A server whose connections check what TCP does and a socket pair does not (each answer says whether the
+# server's socket really is a grafted one): its SHUT_RD leaves the client's sends alone, a received source
+# address is none, TCP_CONGESTION and IP_TTL read what TCP's say, and a listener deferring its accepts until
+# data comes is not grafted.
 TCP_SEMANTICS_SERVER = textwrap.dedent("""
     import ctypes, socket, time
     libc = ctypes.CDLL(None, use_errno=True)
@@ -234,13 +235,16 @@ TCP_SEMANTICS_CLIENT = textwrap.dedent("""
     sock.sendall(b"after the server's SHUT_RD")
     print(sock.recvfrom(100), flush=True)
     print(sock.recvmsg(100)[::3], flush=True)
+    options = [(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16), (socket.IPPROTO_IP, socket.IP_TTL, 0)]
+    plain = socket.socket()  # what TCP itself answers here
+    print([sock.getsockopt(*o) == plain.getsockopt(*o) for o in options], flush=True)
     sock = socket.create_connection((sys.argv[1], 7101), timeout=20)
     sock.sendall(b"deferred")
     print(sock.recv(100), flush=True)
 """)
 
 
-def test_grafted_sockets_keep_tcps_shutdown_source_address_and_deferred_accepts(network, container):
+def test_grafted_sockets_keep_tcps_shutdown_source_address_options_and_deferred_accepts(network, container):
     net = network("tcpsem")
     server = container("srv", net, *PRELOAD, "-e", "FREEFLOW_DEBUG=1")
     client = container("cli", net, *PRELOAD, "-e", "FREEFLOW_DEBUG=1")
@@ -250,7 +254,8 @@ def test_grafted_sockets_keep_tcps_shutdown_source_address_and_deferred_accepts(
                          capture_output=True, text=True, timeout=60)
     lines = run.stdout.splitlines()
     assert run.returncode == 0, (run.returncode, run.stdout, run.stderr)
-    assert lines == ["(b'reply True', None)", "(b'more', None)", "b'deferred False'"], (lines, run.stderr)
+    assert lines == ["(b'reply True', None)", "(b'more', None)", "[True, True]", "b'deferred False'"], (lines,
+                                                                                                  run.stderr)
     server_log = docker("exec", server, "cat", "/tmp/out")
     assert "defers its accepts" in server_log, server_log
     assert "the router leaves" not in run.stderr, "the client waited for a graft the deferring server never took"

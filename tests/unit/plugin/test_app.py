@@ -210,6 +210,15 @@ def test_discovery_with_self(client):
     assert call(client, "NetworkDriver.DiscoverNew", {"DiscoveryType": "one"})[0] == 400
 
 
+def test_discovery_of_an_address_that_is_no_ip_is_refused_and_the_old_one_kept(client, driver):
+    good = {"DiscoveryType": 1, "DiscoveryData": {"Address": "10.99.0.2", "Self": True}}
+    assert call(client, "NetworkDriver.DiscoverNew", good) == (200, {})
+    bad = {"DiscoveryType": 1, "DiscoveryData": {"Address": "999.1.1.1", "Self": True}}
+    status, answer = call(client, "NetworkDriver.DiscoverNew", bad)
+    assert status == 400 and "'999.1.1.1' is not an IP address" in answer["Err"] and "10.99.0.2" in answer["Err"]
+    assert driver.host_address == "10.99.0.2"
+
+
 def test_request_shapes_round_trip():
     body = create_endpoint_body()
     assert p.CreateEndpointRequest.parse(body).to_wire() == body
