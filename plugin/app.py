@@ -30,15 +30,13 @@ def _answer(body: dict[str, Any], status: int = 200) -> Response:
 
 
 def _body() -> Any:
-    """The request's JSON body ({} when empty), read with MAX_BODY as a hard limit whatever the Werkzeug version
-    (Debian's 2.2 applies MAX_CONTENT_LENGTH to forms only, and a chunked body declares no length)."""
+    """The request's JSON body ({} when empty), with MAX_BODY as a hard limit kept here: Werkzeug's
+    MAX_CONTENT_LENGTH misses chunked bodies, and Debian's 2.2 (the image's) applies it to forms only."""
     declared = request.content_length
     if declared is not None and declared > MAX_BODY:
         raise RequestEntityTooLarge()
-    try:
+    try:  # (the plugin's worker read the body already, under its deadline: http_worker.py)
         raw = request.stream.read(MAX_BODY + 1)
-    except OSError as exc:  # the worker's timeout on a client that stalled mid-body
-        raise BadRequest(f"the request body did not arrive: {exc.strerror or exc}") from None
     except ClientDisconnected:  # Werkzeug's word for a body shorter than its Content-Length
         raise BadRequest(f"the request body ended before the {declared} bytes it declared") from None
     if len(raw) > MAX_BODY:
@@ -93,7 +91,6 @@ def _handlers(driver: Driver) -> dict[str, Callable[[Any], dict[str, Any]]]:
 def create_app(driver: Driver) -> Flask:
     """The protocol application around `driver`."""
     app = Flask("freeflow.plugin")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     handlers = _handlers(driver)
 
     @app.errorhandler(HTTPException)

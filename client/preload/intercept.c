@@ -378,12 +378,10 @@ FF_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     return sent;
 }
 
-/* A received source address of `len` bytes at `addr` shows fd to be a grafted socket: a unix one (on a
- * socket the library knows as grafted, or that turns out to be one that crossed exec). */
-static int grafted_source(int fd, const struct sockaddr *addr, socklen_t len)
+/* A received source address of `len` bytes at `addr`, on a socket the library does not know as grafted,
+ * shows it to be one that crossed exec: a unix address, and the router's name (recognise.h). */
+static int crossed_exec_source(int fd, const struct sockaddr *addr, socklen_t len)
 {
-    if (ff_fd_of(fd, FF_GRAFTED))
-        return 1;
     if (len < sizeof(sa_family_t) || addr->sa_family != AF_UNIX)
         return 0;
     int saved = errno;
@@ -407,7 +405,7 @@ FF_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sock
     }
     socklen_t room = *addrlen;
     ssize_t got = ff_real.recvfrom(fd, buf, len, flags, addr, addrlen);
-    if (got >= 0 && grafted_source(fd, addr, room < *addrlen ? room : *addrlen))
+    if (got >= 0 && crossed_exec_source(fd, addr, room < *addrlen ? room : *addrlen))
         *addrlen = 0;
     return got;
 }
@@ -419,7 +417,8 @@ FF_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
     socklen_t room = msg && msg->msg_name ? msg->msg_namelen : 0;
     ssize_t got = ff_real.recvmsg(fd, msg, flags);
     if (got >= 0 && room &&
-        grafted_source(fd, msg->msg_name, room < msg->msg_namelen ? room : msg->msg_namelen))
+        (ff_fd_of(fd, FF_GRAFTED) ||
+         crossed_exec_source(fd, msg->msg_name, room < msg->msg_namelen ? room : msg->msg_namelen)))
         msg->msg_namelen = 0;
     return got;
 }
