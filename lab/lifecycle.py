@@ -37,6 +37,11 @@ def up(count: int, plugin_dir: Path | None = None, scope: str = "local", report:
     wanted = lab_hosts(count)
     with state.locked():
         existing = state.load()
+        if existing is not None and abandoned(existing):
+            report("a lab left behind by a run that ended without `freeflow lab down` (none of its dockerds "
+                   "runs): removing it")
+            _remove(_every_host(existing), existing, report)
+            existing = None
         if existing is not None:
             if len(existing.hosts) != count:
                 raise LabError(f"a lab of {len(existing.hosts)} hosts is up; `freeflow lab down` first")
@@ -94,14 +99,26 @@ def down(report: Report = print) -> None:
     """Remove the lab: dockerds and everything they started, namespaces, links, the FORWARD rule, the files."""
     with state.locked():
         lab = state.load()
-        recorded = [host_named(record.name) for record in lab.hosts] if lab else []
-        found = [host_named(path.name) for path in LAB_DIR.glob("h*") if is_host_name(path.name)]
-        every = sorted(set(recorded) | set(found), key=lambda host: host.index)
+        every = _every_host(lab)
         if lab is None and not every and not LAB_DIR.exists() and not network.link_exists(BRIDGE):
             report("no lab is up")
             return
         _remove(every, lab or LabState(), report)
     report("lab removed")
+
+
+def abandoned(lab: LabState) -> bool:
+    """Whether no dockerd of the recorded lab runs: what a killed run (or `lab kill` of every host) leaves."""
+    running = [record for record in lab.hosts
+               if record.pid is not None and hosts.is_dockerd(host_named(record.name), record.pid)]
+    return not running
+
+
+def _every_host(lab: LabState | None) -> list[Host]:
+    """The hosts the record names and those whose folders exist (a record can be lost mid-`up`)."""
+    recorded = [host_named(record.name) for record in lab.hosts] if lab else []
+    found = [host_named(path.name) for path in LAB_DIR.glob("h*") if is_host_name(path.name)]
+    return sorted(set(recorded) | set(found), key=lambda host: host.index)
 
 
 def _remove(every: list[Host], lab: LabState, report: Report) -> None:

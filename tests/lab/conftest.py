@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from freeflow.lab import hosts
+from freeflow.lab import hosts, lifecycle, state
 from freeflow.lab.layout import Host
 
 LAB_DIR = Path("/var/lib/freeflow-lab")
@@ -76,11 +76,14 @@ def our_links(host: str) -> list[str]:
 def three_hosts() -> Iterator[None]:
     if os.geteuid() != 0:
         pytest.fail("the lab needs root (namespaces, mounts, dockerd): run the tests as root")
-    if (LAB_DIR / "lab.json").exists():
+    existing = state.load()
+    if existing is not None and not lifecycle.abandoned(existing):
         pytest.fail("a lab is already up (someone else's?): these tests do not touch it")
+    up = lab("up", "--hosts", str(len(HOSTS)), "--plugin-scope", "global")
+    if "already up" in up.stdout:
+        pytest.fail("someone else brought a lab up at the same time: these tests do not touch it")
     pids: list[int] = []
     try:
-        up = lab("up", "--hosts", str(len(HOSTS)), "--plugin-scope", "global")
         assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}"
         yield
         pids = [host["pid"] for host in json.loads((LAB_DIR / "lab.json").read_text())["hosts"]]

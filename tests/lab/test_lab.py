@@ -97,3 +97,19 @@ def test_up_again_reports_the_lab_and_commands_refuse_unknown_hosts() -> None:
     for command in (["exec", "h5", "--", "true"], ["kill", "h5"], ["start", "h5"]):
         unknown = lab(*command)
         assert unknown.returncode == 2 and "not a host of the lab" in unknown.stderr
+
+
+def test_up_rebuilds_a_lab_whose_every_host_was_killed() -> None:
+    """What a run killed mid-test leaves (namespaces, folders, the record, no dockerd): `up` clears it and builds
+    a new lab, where `up` on a live lab only reports it. The rest of the folder's tests run on the new lab."""
+    old = {host["name"]: host["pid"] for host in json.loads(lab("status", "--json").stdout)}
+    for host in HOSTS:
+        assert lab("kill", host).returncode == 0
+    again = lab("up", "--hosts", str(len(HOSTS)), "--plugin-scope", "global")
+    assert again.returncode == 0, f"lab up failed:\n{again.stdout}\n{again.stderr}"
+    assert "left behind" in again.stdout and "already up" not in again.stdout
+    status = json.loads(lab("status", "--json").stdout)
+    assert [(h["name"], h["running"], h["swarm"]) for h in status] == [
+        ("h1", True, "manager"), ("h2", True, "worker"), ("h3", True, "worker")]
+    assert all(h["pid"] != old[h["name"]] for h in status)
+    wait_for(lambda: len(directory("/v1/hosts")["hosts"]) == 3, 60, "every plugin to heartbeat the new orchestrator")
