@@ -112,6 +112,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Host folder where the router publishes what containers mount: the preload library, the Python client."),
     Setting("graft_wait", "FREEFLOW_GRAFT_WAIT", _positive_float, "0.5",
             "Seconds the router waits for the server to accept a connection before leaving it on the overlay."),
+    Setting("graft_buffer", "FREEFLOW_GRAFT_BUFFER", _positive_int, "4194304",
+            "Send buffer of each end of a same-host grafted connection, in bytes (the kernel doubles it). A unix "
+            "socket charges every small write about 770 bytes, so it sets how many tiny writes can be in flight."),
     Setting("graft_port", "FREEFLOW_GRAFT_PORT", _port, "7471",
             "TCP port on this host's swarm address where other hosts' routers hand over cross-host connections."),
     Setting("channel_memory", "FREEFLOW_CHANNEL_MEMORY", _positive_int, "268435456",
@@ -152,6 +155,7 @@ class Settings:
     host_root: str = ""
     run_dir: str = "/run/freeflow"
     graft_wait: float = 0.5
+    graft_buffer: int = 4194304
     graft_port: int = 7471
     channel_memory: int = 268435456
     router: bool = True

@@ -154,7 +154,8 @@ class Router:
             self.token = read_token(settings)
             self.cluster = ClusterView(OrchestratorClient(settings.orchestrator_url, self.token),
                                        settings.lease_ttl / 3)
-        self.broker = Broker(graft_wait=settings.graft_wait, channel_memory=settings.channel_memory,
+        self.broker = Broker(graft_wait=settings.graft_wait, graft_buffer=settings.graft_buffer,
+                             channel_memory=settings.channel_memory,
                              cluster=self.cluster, name_key=_name_key(self.private / NAME_KEY_FILE))
         self.selector = selectors.DefaultSelector()
         self.peering: socket.socket | None = None

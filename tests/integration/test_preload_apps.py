@@ -259,3 +259,47 @@ def test_grafted_sockets_keep_tcps_shutdown_source_address_options_and_deferred_
     server_log = docker("exec", server, "cat", "/tmp/out")
     assert "defers its accepts" in server_log, server_log
     assert "the router leaves" not in run.stderr, "the client waited for a graft the deferring server never took"
+
+
+# A line protocol answered line by line (one write a reply), and a client that pipelines every request before it
+# reads a reply, each request its own write: on unix sockets' default buffers it stalls after a few hundred.
+PIPELINE_SERVER = textwrap.dedent("""
+    import socket
+    srv = socket.create_server(("0.0.0.0", 7010))
+    while True:
+        conn, _ = srv.accept()
+        with conn:
+            pending = b""
+            while chunk := conn.recv(65536):
+                *lines, pending = (pending + chunk).split(b"\\n")
+                for line in lines:
+                    conn.sendall(b"+" + line + b"\\n")
+""")
+
+PIPELINE_CLIENT = textwrap.dedent("""
+    import socket, sys
+    count = int(sys.argv[2])
+    sock = socket.create_connection((sys.argv[1], 7010), timeout=20)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    requests = [b"GET k%05d" % i for i in range(count)]
+    try:
+        for request in requests:
+            sock.sendall(request + b"\\n")
+    except TimeoutError:
+        sys.exit(f"stalled after {requests.index(request)} requests")
+    sock.shutdown(socket.SHUT_WR)
+    replies = sock.makefile("rb").read()
+    print(replies.count(b"\\n"), replies == b"".join(b"+" + request + b"\\n" for request in requests))
+""")
+
+
+def test_a_client_pipelining_thousands_of_tiny_requests_does_not_stall(network, container):
+    net, server, client = accelerated_pair(network, container, "pipeline")
+    docker("exec", "-d", server, "python3", "-c", PIPELINE_SERVER)
+    wait_for(lambda: listening(server, 7010), 20, "the line server to listen")
+    before = veth_bytes(client, net)
+    run = subprocess.run(["docker", "exec", client, "python3", "-c", PIPELINE_CLIENT, container_ip(server, net),
+                          "5000"], capture_output=True, text=True, timeout=90)
+    assert (run.returncode, run.stdout.strip()) == (0, "5000 True"), run.stderr
+    assert veth_bytes(client, net) - before < 20_000, "the requests crossed the veth: not grafted"
+

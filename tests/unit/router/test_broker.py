@@ -76,6 +76,34 @@ def test_each_end_is_named_after_the_tcp_connection_it_stands_for():
     assert len(names["a"]) == len(names["b"]) == 4
 
 
+def tiny_writes_in_flight(end: socket.socket) -> int:
+    """How many 11-byte writes `end` takes before it would block, its peer reading nothing."""
+    end.setblocking(False)
+    count = 0
+    with pytest.raises(BlockingIOError):
+        while count < 100_000:
+            end.send(b"GET key:42\n")
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("size", [1 << 20, 4 << 20])
+def test_the_ends_take_as_many_tiny_writes_as_their_buffer_allows(size: int):
+    """A unix socket charges each write its whole buffer: with the default send buffer a few hundred tiny
+    requests fill it, so a program pipelining them without reading the replies stalls far sooner than on TCP."""
+    broker = pending_flow()
+    broker.graft_buffer = size
+    broker.graft("b", SERVER.sandbox, p.Graft(p.Role.SERVER, CLIENT.ip, CLIENT_PORT, SERVER_PORT))
+    actions = broker.graft("a", CLIENT.sandbox, p.Graft(p.Role.CLIENT, SERVER.ip, SERVER_PORT, CLIENT_PORT))
+    ends = {a.conn: socket.socket(fileno=a.fds[0]) for a in actions}
+    default_a, default_b = socket.socketpair()
+    with ends["a"], ends["b"], default_a, default_b:
+        assert [end.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) for end in ends.values()] == [2 * size] * 2
+        default = tiny_writes_in_flight(default_a)
+        assert tiny_writes_in_flight(ends["a"]) > default * size // (256 << 10) > default
+        assert tiny_writes_in_flight(ends["b"]) > default * size // (256 << 10)
+
+
 def named_ends(ends: list[socket.socket]) -> list[tuple[int, str]]:
     """This host's named unix sockets that are `ends` (the tests' own, whatever else runs on the host)."""
     mine = {os.fstat(end.fileno()).st_ino for end in ends if end.fileno() >= 0}
