@@ -34,6 +34,8 @@ def _body() -> Any:
         return json.loads(request.get_data(cache=False) or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("the body nests JSON too deeply") from None
 
 
 def _object_body(**path_fields: str) -> dict[str, Any]:
@@ -187,6 +189,10 @@ def create_app(directory: DirectoryStore, token: str, lease_ttl: float = 15.0,
         app.extensions["freeflow.stop_expiry"] = stop  # setting it ends the expiry thread
 
         def expire_forever() -> None:
+            # The leases in the store ran on while this orchestrator was away (a restart, a move to another
+            # node): every host gets one whole lease to heartbeat to it before anyone is expired.
+            if stop.wait(lease_ttl):
+                return
             while not stop.wait(expire_every):
                 try:
                     for host_id in directory.expire():

@@ -22,6 +22,8 @@ def _check(name: str, value: Any, kind: str) -> Any:
             raise BadRequest(f"{name} must be 1 to 128 characters of [0-9A-Za-z_.-], got {value!r}")
     elif kind == "ip":
         try:
+            if not isinstance(value, str):
+                raise TypeError(value)  # IPv4Address also takes a number, which the store would keep as text
             ipaddress.IPv4Address(value)
         except (ValueError, TypeError):
             raise BadRequest(f"{name} must be an IPv4 address, got {value!r}") from None

@@ -40,11 +40,22 @@ class SqliteDirectory(DirectoryStore):
 
     def __init__(self, path: str = ":memory:") -> None:
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            self._check()
+        except sqlite3.DatabaseError:
+            self.db.close()
+            raise
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
+
+    def _check(self) -> None:
+        """Raise sqlite3.DatabaseError if the file is not a database or fails SQLite's quick check."""
+        [verdict] = self.db.execute("PRAGMA quick_check(1)").fetchone()
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(f"quick check: {verdict}")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

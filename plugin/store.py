@@ -67,6 +67,9 @@ class Store:
             return State()
         except (OSError, ValueError) as exc:
             raise DriverError(f"cannot read the state file {self.path}: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise DriverError(f"the state file {self.path} is damaged: it holds a JSON {type(raw).__name__}, "
+                              "not an object")
         if raw.get("version") != FORMAT_VERSION:
             raise DriverError(f"{self.path} has format version {raw.get('version')!r}; "
                               f"this plugin reads version {FORMAT_VERSION}")
@@ -75,7 +78,7 @@ class Store:
                 networks={k: Network(**v) for k, v in raw["networks"].items()},
                 endpoints={k: Endpoint(**v) for k, v in raw["endpoints"].items()},
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:  # AttributeError: a list where an object belongs
             raise DriverError(f"the state file {self.path} is damaged: {exc}") from exc
 
     def save(self, state: State) -> None:

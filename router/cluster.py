@@ -32,7 +32,7 @@ class ClusterView:
         self._listeners: set[ListenerKey] = set()  # other hosts' accelerated listeners
         self._rdma: set[str] = set()  # addresses of the hosts that advertise an RDMA device
         self.rdma = rdma_available()
-        self._local: set[ListenerKey] = set()
+        self._local: set[ListenerKey] | None = None  # unknown until the router's first publish()
         self._reported: set[ListenerKey] | None = None
 
     # Asked by the broker, from the router's loop.
@@ -80,8 +80,10 @@ class ClusterView:
         while not self.stop.is_set():
             self._wake.clear()
             with self._lock:
-                local = set(self._local)
-            if self.host_id:
+                local = None if self._local is None else set(self._local)
+            # Not before the router has said what listens here: a restarted router's empty start would
+            # withdraw every listener of the host from the directory until it reported them again.
+            if self.host_id and local is not None:
                 try:
                     self.client.report_listeners(self.host_id, [Listener(*key, self.host_id) for key in local])
                     if local != self._reported:
@@ -91,4 +93,4 @@ class ClusterView:
                     log.warning("cannot report listeners (retrying): %s", exc)
                 except Exception:  # reporting must outlive any one failure
                     log.exception("reporting listeners failed; trying again")
-            self._wake.wait(self.report_every if self.host_id else 1.0)
+            self._wake.wait(self.report_every if self.host_id and local is not None else 1.0)

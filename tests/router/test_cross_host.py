@@ -250,6 +250,26 @@ def test_a_connection_to_another_host_is_grafted_onto_host_tcp(two_hosts) -> Non
         server.kill()
 
 
+def test_a_restarted_router_never_withdraws_its_listeners_from_the_directory(two_hosts) -> None:
+    """Other hosts send new connections to the overlay while a listener is missing from the directory."""
+    reported = "reported 1 accelerated listeners"
+    cluster, _a, b = two_hosts
+    host_b = cluster.labs["127.0.0.3"]
+    directory = OrchestratorClient(f"http://127.0.0.1:{cluster.orchestrator.port}", TOKEN)
+    server = serve(host_b, b, SERVER)
+    try:
+        wait_for(lambda: cluster.listening("graft"), 10, "host B's router to report its listener")
+        before, reports = directory.revision(), host_b.router_log().count(reported)
+        host_b.kill_router()
+        host_b.start_router()
+        wait_for(lambda: host_b.router_log().count(reported) > reports, 10, "the new router's report")
+        changes = directory.watch(before, wait=0)["changes"]
+        assert [c for c in changes if c["kind"] == "listener" and c["op"] == "delete"] == [], changes
+        assert cluster.listening("graft")
+    finally:
+        server.kill()
+
+
 def test_an_unregistered_server_on_another_host_stays_on_the_overlay(two_hosts) -> None:
     cluster, a, b = two_hosts
     host_a, host_b = cluster.labs["127.0.0.2"], cluster.labs["127.0.0.3"]

@@ -141,6 +141,39 @@ def test_a_silent_host_expires_and_its_watchers_hear_of_it(directory):
     assert client.get("/v1/hosts").get_json() == {"hosts": []}
 
 
+def test_a_restarted_orchestrator_gives_every_host_a_lease_before_expiring_any(stores):
+    """Its leases ran on while it was away: expiring at once would drop every host (and its VXLAN entries on
+    every other host) until the next heartbeats."""
+    directory = stores.open("restarted")
+    away = time.time() - 120  # the hosts' last heartbeats, two minutes before this orchestrator started
+    for host in ("h1", "h2"):
+        directory.heartbeat(Host(host, "10.99.0.1" if host == "h1" else "10.99.0.2", False), ttl=1, now=away)
+    app = create_app(directory, TOKEN, lease_ttl=1, expire_every=0.1)
+    client = app.test_client()
+    try:
+        time.sleep(0.5)
+        assert [h.host_id for h in directory.hosts()] == ["h1", "h2"], "expired before a lease had passed"
+        deadline = time.monotonic() + 10
+        while [h.host_id for h in directory.hosts()] != ["h1"]:  # h1 heartbeats, h2 has gone for good
+            assert time.monotonic() < deadline, "h2 never expired"
+            assert put(client, "/v1/hosts/h1", {"address": "10.99.0.1", "rdma": False})[0] == 200
+            time.sleep(0.2)
+    finally:
+        app.extensions["freeflow.stop_expiry"].set()
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"network_id": NET, "ip": 167772162, "mac": "02:42:0a:00:00:02", "host_id": "h1"}, "ip must be an IPv4"),
+    ("[" * 100_000 + "]" * 100_000, "nests JSON too deeply"),
+], ids=["ip-a-number", "deep-nesting"])
+def test_an_endpoint_ip_that_is_a_number_and_deep_nesting_are_refused(client, body, words):
+    put(client, "/v1/hosts/h1", {"address": "10.99.0.1", "rdma": False})
+    data = body if isinstance(body, str) else json.dumps(body)
+    response = client.put("/v1/endpoints/ep1", data=data, headers=AUTH)
+    assert response.status_code == 400 and words in response.get_json()["error"]
+    assert client.get("/v1/endpoints").get_json() == {"endpoints": []}
+
+
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
                                                                                         max_size=4), max_leaves=10)

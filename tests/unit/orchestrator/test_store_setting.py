@@ -37,3 +37,20 @@ def test_the_setting_picks_the_directory(tmp_path, etcd_server):
     finally:
         sqlite.close()
         etcd.close()
+
+
+def test_a_directory_file_that_is_no_database_is_moved_aside_and_the_directory_starts_empty(tmp_path, caplog):
+    """The directory is rebuilt from the hosts' heartbeats and reports; a crash loop on a bad file helps nobody."""
+    path = tmp_path / "directory.db"
+    path.write_bytes(b"not a database, " * 512)
+    directory = open_directory(load_settings({"FREEFLOW_ORCHESTRATOR_DB": str(path)}))
+    try:
+        assert directory.hosts() == [] and directory.revision() == 0
+        [aside] = tmp_path.glob("directory.db.corrupt-*")
+        assert aside.read_bytes().startswith(b"not a database")
+        assert "moved aside" in caplog.text and str(aside) in caplog.text
+    finally:
+        directory.close()
+    again = open_directory(load_settings({"FREEFLOW_ORCHESTRATOR_DB": str(path)}))
+    again.close()
+    assert len(list(tmp_path.glob("directory.db.corrupt-*"))) == 1, "a good file is kept"

@@ -76,8 +76,16 @@ def test_mac_for_is_deterministic_for_ipv4_and_local_otherwise():
     assert int(random_mac.split(":")[0], 16) & 0x03 == 0x02
 
 
-def test_damaged_state_file_is_a_clear_error(tmp_path):
-    (tmp_path / "state.json").write_text('{"version": 1, "networks": {"x": {"bogus": 1}}, "endpoints": {}}')
+@pytest.mark.parametrize("text", [
+    '{"version": 1, "networks": {"x": {"bogus": 1}}, "endpoints": {}}',
+    '{"version": 1, "networks": [], "endpoints": {}}',
+    '{"version": 1, "networks": {"x": []}, "endpoints": {}}',
+    '[]',
+    '"state"',
+])
+def test_damaged_state_file_is_a_clear_error(tmp_path, text):
+    """A DriverError, which the router and the plugin report and survive (any other error killed them)."""
+    (tmp_path / "state.json").write_text(text)
     with pytest.raises(DriverError, match="damaged"):
         make(tmp_path)
 
