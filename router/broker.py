@@ -84,7 +84,18 @@ class Bridge:
     rdma: bool = False
 
 
-Action = Reply | Dial | Bridge
+@dataclass
+class Offer:
+    """Offer a channel to its listener (`offer`); then send `ready` to the connector. A listener that is not
+    accepting fills its control connection with offers: then this one is dropped (its descriptors closed, so the
+    channel ends), the connector gets `refused` instead, and the listener keeps its registration."""
+
+    offer: Reply
+    ready: Reply | None = None
+    refused: Reply | None = None
+
+
+Action = Reply | Dial | Bridge | Offer
 
 
 @dataclass
@@ -487,12 +498,11 @@ class Broker:
         client_fds, server_fds = channel_fds(msg.ring_size, ring_name(channel_id, names))
         self._new_channel(channel_id, names, mine.network_id, sandbox, server.sandbox, mine.ip,
                           (server.ip, msg.dst_port), msg.ring_size, client_fds, server_fds)
-        return [
-            Reply(conn, p.ChannelReady(server.ip, msg.dst_port, channel_id, msg.ring_size),
-                  list(dataclasses.astuple(client_fds))),
-            Reply(listener, p.ChannelOffer(mine.ip, 0, channel_id, msg.ring_size),
-                  list(dataclasses.astuple(server_fds))),
-        ]
+        return [Offer(Reply(listener, p.ChannelOffer(mine.ip, 0, channel_id, msg.ring_size),
+                            list(dataclasses.astuple(server_fds))),
+                      ready=Reply(conn, p.ChannelReady(server.ip, msg.dst_port, channel_id, msg.ring_size),
+                                  list(dataclasses.astuple(client_fds))),
+                      refused=Reply(conn, overlay(p.Reason.BUSY)))]
 
     def _remote_channel(self, conn: Conn, sandbox: str, msg: p.ChannelConnect,
                         live_sockets: set[int]) -> list[Action]:
@@ -533,8 +543,8 @@ class Broker:
             return []
         self._new_channel(channel_id, names, server.network_id, "", server.sandbox, preamble.client_ip,
                           (server.ip, preamble.server_port), preamble.ring_size, bridge_fds, server_fds)
-        return [Reply(listener, p.ChannelOffer(preamble.client_ip, 0, channel_id, preamble.ring_size),
-                      list(dataclasses.astuple(server_fds))),
+        return [Offer(Reply(listener, p.ChannelOffer(preamble.client_ip, 0, channel_id, preamble.ring_size),
+                            list(dataclasses.astuple(server_fds)))),  # dropped: the bridge ends at once
                 Bridge(bridge_fds, sock, rdma=preamble.kind == Kind.CHANNEL_RDMA)]
 
     def _over_cap(self, sandboxes: set[str], ring_size: int, what: str) -> bool:
@@ -561,15 +571,22 @@ class Broker:
     def _new_channel(self, channel_id: int, pair: str, network: str, client_sandbox: str, server_sandbox: str,
                      client: str, server: tuple[str, int], ring_size: int, client_fds: ChannelFds,
                      server_fds: ChannelFds) -> None:
+        """Record a channel just made (closing its descriptors if that fails: the rings cannot be mapped)."""
         bridged = not (client_sandbox and server_sandbox)
         tag = f"{network[:12]}.{pair}"
         for role, bell in ((CLIENT_END, client_fds.bell), (SERVER_END, server_fds.bell)):
             role = role.upper() if bridged else role  # the case of the role says which way it goes
             _name_channel_end(bell, channel_id, ring_size, client, server, f"{tag}.{role}", self.name_key)
-        self.channels.append(ChannelRecord(
-            channel_id, client_sandbox, server_sandbox, client, f"{server[0]}:{server[1]}", ring_size,
-            (os.fstat(client_fds.bell).st_ino, os.fstat(server_fds.bell).st_ino),
-            [Ring.attach(client_fds.tx), Ring.attach(server_fds.tx)], time.time(), bridged, pair))
+        try:
+            record = ChannelRecord(
+                channel_id, client_sandbox, server_sandbox, client, f"{server[0]}:{server[1]}", ring_size,
+                (os.fstat(client_fds.bell).st_ino, os.fstat(server_fds.bell).st_ino),
+                [Ring.attach(client_fds.tx), Ring.attach(server_fds.tx)], time.time(), bridged, pair)
+        except BaseException:
+            client_fds.close()
+            server_fds.close()
+            raise
+        self.channels.append(record)
         log.debug("channel %d: %s -> %s:%d, rings of %d bytes", channel_id, client, *server, ring_size)
 
     def recover_channels(self, named_sockets: Iterable[tuple[int, str]]) -> int:

@@ -129,6 +129,7 @@ class Reason:
     NO_LISTENER = 2      # nothing accelerated listens there
     MEMORY_CAP = 3       # the channel would exceed the container's channel memory cap
     PEER_GONE = 4        # the other side went away before the pairing finished
+    BUSY = 5             # the channel listener is not accepting: its queue of offers is full
 
 
 class Role:

@@ -38,7 +38,7 @@ from freeflow.orchestrator.server import read_token
 from freeflow.plugin.store import Store
 from freeflow.router import peering, ring_maps
 from freeflow.router import protocol as p
-from freeflow.router.broker import Action, Bridge, Broker, Dial, Endpoint, Reply
+from freeflow.router.broker import Action, Bridge, Broker, Dial, Endpoint, Offer, Reply
 from freeflow.router.cluster import ClusterView
 from freeflow.router.errors import NamespaceError, RouterError
 from freeflow.router.graft_journal import GraftJournal
@@ -486,8 +486,42 @@ class Router:
                 self._dial(action)
             elif isinstance(action, Bridge):
                 self._start_bridge(action)
+            elif isinstance(action, Offer):
+                self._offer(action)
             else:
                 self._reply(action)
+
+    def _offer(self, offer: Offer) -> None:
+        """Offer a channel to its listener, then answer the connector (broker.Offer)."""
+        delivered = self._deliver_offer(offer.offer)
+        answer, dropped = (offer.ready, offer.refused) if delivered else (offer.refused, offer.ready)
+        for fd in dropped.fds if dropped else []:
+            os.close(fd)
+        if answer is not None:
+            self._reply(answer)
+
+    def _deliver_offer(self, offer: Reply) -> bool:
+        """Send a channel offer (closing its descriptors); False if the listener's queue is full or it is gone."""
+        control = self.conns.get(offer.conn)  # type: ignore[call-overload]
+        if control is None:
+            for fd in offer.fds:
+                os.close(fd)
+            return False
+        try:
+            control.sock.sendmsg([offer.message.encode()],
+                                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", offer.fds))])
+            return True
+        except BlockingIOError:
+            log.warning("the channel listener of %s is not accepting (its queue of offers is full): a channel to "
+                        "it is refused", control.sandbox)
+            return False
+        except OSError as exc:
+            log.warning("cannot offer a channel to a listener of %s: %s", control.sandbox, exc)
+            self._close(control)
+            return False
+        finally:
+            for fd in offer.fds:
+                os.close(fd)
 
     def _reply(self, reply: Reply) -> None:
         control = self.conns.get(reply.conn)  # type: ignore[call-overload]

@@ -232,6 +232,60 @@ def test_memory_cap_refusal_is_an_error_until_a_channel_closes(lab):
     assert finish(server) == ["shm"]
 
 
+def test_a_listener_that_does_not_accept_keeps_its_registration_and_every_channel(lab):
+    """Offers queue in the listener's control connection until it accepts. When that queue is full, a new
+    connector is refused (and falls back to TCP) rather than given a channel whose offer was lost, and the
+    listener stays registered (the router used to drop it, with every offer still queued)."""
+    a, b = lab.add_host(1), lab.add_host(2)
+    lab.start_router()
+    code = textwrap.dedent("""
+        import sys
+        from freeflow.client import Channel
+        from freeflow.client.errors import AcceptTimeout
+        listener = Channel.listen(7000)
+        print("listening", flush=True)
+        sys.stdin.readline()  # accepts nothing until the client has filled the queue
+        paths = []
+        while True:
+            try:
+                ch = listener.accept(timeout=3)
+            except AcceptTimeout:
+                break
+            paths.append(ch.path)
+            ch.close()
+        print(paths.count("shm"), listener.registered, flush=True)
+        sys.stdin.readline()
+        with listener.accept(timeout=10) as last:
+            print(last.path, flush=True)
+    """)
+    server = subprocess.Popen(["ip", "netns", "exec", b, sys.executable, "-c", code], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert server.stdin is not None and server.stdout is not None
+    assert server.stdout.readline().strip() == "listening", server.communicate(timeout=10)[1]
+    flood = textwrap.dedent("""
+        from freeflow.client import Channel
+        made = []
+        while len(made) < 5000:
+            ch = Channel.connect(("10.213.0.2", 7000), ring_size=4096, timeout=5)
+            made.append(ch)
+            if ch.path != "shm":
+                break
+        print(sum(ch.path == "shm" for ch in made), made[-1].path)
+        for ch in made:
+            ch.close()
+    """)
+    shm, last = lab.python(a, flood).split()
+    assert last == "tcp" and int(shm) > 100, "the queue filled, and the next connector fell back to TCP"
+    server.stdin.write("go\n")
+    server.stdin.flush()
+    assert server.stdout.readline().split() == [shm, "True"], "every channel a connector got was offered"
+    assert "not accepting" in lab.router_log()
+    server.stdin.write("go\n")
+    server.stdin.flush()
+    assert lab.python(a, RECONNECT.format(ip="10.213.0.2", port=7000)).strip() == "shm"
+    assert finish(server) == ["shm"]
+
+
 def test_router_restart_during_a_transfer_loses_nothing(lab):
     a, b = lab.add_host(1), lab.add_host(2)
     lab.start_router()

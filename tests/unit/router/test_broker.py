@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from freeflow.router import protocol as p
-from freeflow.router.broker import Broker, Endpoint, Reply, _name_mac
+from freeflow.router.broker import Broker, Endpoint, Offer, Reply, _name_mac
 from freeflow.router.peering import Kind, Preamble
 from freeflow.router.status import named_unix_sockets
 
@@ -34,7 +34,8 @@ def pending_flow() -> Broker:
 
 def close_fds(actions: list) -> None:
     for action in actions:
-        for fd in getattr(action, "fds", []):
+        replies = [action.offer, action.ready, action.refused] if isinstance(action, Offer) else [action]
+        for fd in (fd for reply in replies if reply is not None for fd in getattr(reply, "fds", [])):
             os.close(fd)
 
 
@@ -329,11 +330,13 @@ def bells() -> Iterator[list[socket.socket]]:
 def channel_between(broker: Broker, ring_size: int = 1 << 16) -> list[socket.socket]:
     """A's channel to B's channel listener on port 7100: the doorbell ends of both sides (their rings closed)."""
     broker.channel_listen("b-listener", SERVER.sandbox, p.ChannelListen(7100, 0))
-    actions = broker.channel_connect("a", CLIENT.sandbox, p.ChannelConnect(SERVER.ip, 7100, 0, ring_size), set())
-    assert [type(a.message) for a in actions] == [p.ChannelReady, p.ChannelOffer]
+    [offer] = broker.channel_connect("a", CLIENT.sandbox, p.ChannelConnect(SERVER.ip, 7100, 0, ring_size), set())
+    assert isinstance(offer, Offer) and offer.ready is not None and offer.refused is not None
+    assert (type(offer.ready.message), type(offer.offer.message)) == (p.ChannelReady, p.ChannelOffer)
+    assert (offer.refused.message.verdict, offer.refused.message.reason) == (p.Verdict.OVERLAY, p.Reason.BUSY)
     bells = []
-    for action in actions:
-        tx, rx, bell = action.fds
+    for reply in (offer.ready, offer.offer):
+        tx, rx, bell = reply.fds
         os.close(tx)
         os.close(rx)
         bells.append(socket.socket(fileno=bell))
@@ -379,7 +382,7 @@ def test_a_new_broker_recovers_the_open_channels_of_the_last_one(bells: list[soc
     actions = roomy.channel_connect("a", CLIENT.sandbox, p.ChannelConnect(SERVER.ip, 7100, 0, 1 << 20),
                                     {record.bells[0]})
     close_fds(actions)
-    assert actions[0].message.channel_id != made.channel_id, "its id is not given again while it lives"
+    assert actions[0].ready.message.channel_id != made.channel_id, "its id is not given again while it lives"
     assert Broker(name_key=b"another router" * 3).recover_channels(named_ends(bells)) == 0, "not signed by it"
     gone = Broker(name_key=broker.name_key)
     gone.set_endpoints([NEIGHBOUR])
