@@ -117,6 +117,9 @@ SETTINGS: tuple[Setting, ...] = (
             "socket charges every small write about 770 bytes, so it sets how many tiny writes can be in flight."),
     Setting("graft_port", "FREEFLOW_GRAFT_PORT", _port, "7471",
             "TCP port on this host's swarm address where other hosts' routers hand over cross-host connections."),
+    Setting("bridge_timeout", "FREEFLOW_BRIDGE_TIMEOUT", _positive_int, "60",
+            "Seconds of silence from another host (TCP keepalive, unacknowledged data) after which a channel "
+            "bridged to it ends, so that its containers see the end of the stream instead of waiting forever."),
     Setting("channel_memory", "FREEFLOW_CHANNEL_MEMORY", _positive_int, "268435456",
             "Bytes of shared-memory rings each container may hold in live channels."),
     Setting("router", "FREEFLOW_ROUTER", _bool, "1",
@@ -157,6 +160,7 @@ class Settings:
     graft_wait: float = 0.5
     graft_buffer: int = 4194304
     graft_port: int = 7471
+    bridge_timeout: int = 60
     channel_memory: int = 268435456
     router: bool = True
     host_address: str = ""

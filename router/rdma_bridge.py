@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from freeflow import logs
+from freeflow.config.settings import load_settings
 from freeflow.router.tcp_bridge import TcpBridge
 from freeflow.shm.channel import ChannelFds
 from freeflow.shm.doorbell import fence
@@ -285,7 +286,7 @@ def main(argv: list[str]) -> int:
                "%(asctime)s %(levelname)s freeflow.rdma-bridge[%(process)d]: %(message)s")
     tx, rx, bell, fd = (int(arg) for arg in argv)
     sock = socket.socket(fileno=fd)
-    rings = TcpBridge(ChannelFds(tx, rx, bell), sock)
+    rings = TcpBridge(ChannelFds(tx, rx, bell), sock, load_settings().bridge_timeout)
     sock.setblocking(True)  # TcpBridge made it non-blocking; the setup and the control messages block
     verbs = None
     try:

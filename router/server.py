@@ -697,7 +697,8 @@ class Router:
         try:
             self.bridges.append(subprocess.Popen(
                 [sys.executable, "-m", program, *map(str, fds)], pass_fds=fds,
-                start_new_session=True, env={**os.environ, "FREEFLOW_LOG_LEVEL": self.settings.log_level}))
+                start_new_session=True, env={**os.environ, "FREEFLOW_LOG_LEVEL": self.settings.log_level,
+                                              "FREEFLOW_BRIDGE_TIMEOUT": str(self.settings.bridge_timeout)}))
         except OSError as exc:
             log.error("cannot start a channel bridge: %s", exc)
         finally:

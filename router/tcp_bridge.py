@@ -16,6 +16,7 @@ import socket
 import sys
 
 from freeflow import logs
+from freeflow.config.settings import load_settings
 from freeflow.shm.channel import ChannelFds
 from freeflow.shm.doorbell import Doorbell, fence
 from freeflow.shm.errors import RingCorrupted
@@ -30,7 +31,7 @@ IDLE = 1.0  # seconds between checks of a quiet channel (every wake-up is also r
 class TcpBridge:
     """The bridge's rings (tx: to the container, rx: from it), its end of the doorbell, and the socket."""
 
-    def __init__(self, fds: ChannelFds, sock: socket.socket) -> None:
+    def __init__(self, fds: ChannelFds, sock: socket.socket, timeout: int = 60) -> None:
         self.tx, self.rx = Ring.attach(fds.tx), Ring.attach(fds.rx)
         os.close(fds.tx)
         os.close(fds.rx)
@@ -38,6 +39,7 @@ class TcpBridge:
         self.sock = sock
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _end_after_silence(sock, timeout)
         self.sending = True  # container -> socket still open
         self.receiving = True  # socket -> container still open
         self.container_gone = False
@@ -174,12 +176,24 @@ class TcpBridge:
         self.sock.close()
 
 
+def _end_after_silence(sock: socket.socket, timeout: int) -> None:
+    """Make the connection fail once the other host has been silent for about `timeout` seconds: keepalive
+    probes when it is idle, a user timeout for data it never acknowledges (a host that lost power sends no
+    reset). The failure reads as the end of the stream, which the container then sees."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, timeout // 2))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, timeout // 6))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout * 1000)
+
+
 def main(argv: list[str]) -> int:
     logs.setup(os.environ.get("FREEFLOW_LOG_LEVEL", "INFO"),
                "%(asctime)s %(levelname)s freeflow.bridge[%(process)d]: %(message)s")
     tx, rx, bell, sock = (int(arg) for arg in argv)
     try:
-        bridge = TcpBridge(ChannelFds(tx, rx, bell), socket.socket(fileno=sock))
+        bridge = TcpBridge(ChannelFds(tx, rx, bell), socket.socket(fileno=sock),
+                           load_settings().bridge_timeout)
         bridge.run()
     except RingCorrupted as exc:
         log.error("channel closed: %s", exc)

@@ -9,14 +9,17 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 from freeflow.shm.channel import Channel, channel_fds
 from freeflow.shm.errors import PeerClosed
+from tests.namespaces import delete_namespace
 
 
 def start_bridge(fds, sock: socket.socket, program: str = "freeflow.router.tcp_bridge") -> subprocess.Popen[bytes]:
@@ -124,3 +127,42 @@ def test_a_container_that_dies_ends_the_other_side(bridged) -> None:
     while chunk := server.recv(100):
         got += chunk
     assert got == b"last words"
+
+
+# In a namespace of its own: a channel bridged over loopback TCP to a "host" that then goes silent (every packet
+# dropped, as when it loses power: no reset ever comes). Prints what the container's side saw.
+SILENT_HOST = textwrap.dedent("""
+    import socket, subprocess, sys, time
+    from freeflow.shm.channel import Channel, channel_fds
+    from tests.unit.router.test_tcp_bridge import start_bridge
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        dialled = socket.create_connection(listener.getsockname())
+        other_host, _ = listener.accept()
+    client_fds, bridge_fds = channel_fds(1 << 16)
+    bridge = start_bridge(bridge_fds, dialled)
+    client = Channel.from_fds(client_fds, timeout=60)
+    other_host.sendall(b"hello")
+    print(client.recv(10), flush=True)
+    subprocess.run(["iptables", "-A", "INPUT", "-p", "tcp", "-j", "DROP"], check=True)
+    try:
+        got = client.recv(10)
+    except TimeoutError:
+        sys.exit("no end of stream: the channel would wait forever")
+    client.close()
+    print(repr(got), bridge.wait(30), flush=True)
+""")
+
+
+def test_a_host_gone_silent_ends_a_bridged_channel_instead_of_a_hang() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("network namespaces need root: run the tests as root")
+    ns = f"ffbr{os.urandom(3).hex()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        env = {**os.environ, "FREEFLOW_BRIDGE_TIMEOUT": "3", "PYTHONPATH": str(Path(__file__).parents[3])}
+        done = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", SILENT_HOST], env=env,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        delete_namespace(ns)
+    assert done.stdout.splitlines() == ["b'hello'", "b'' 0"], done.stdout + done.stderr
