@@ -33,12 +33,14 @@ CREATE TABLE IF NOT EXISTS changes (
 """
 
 ENDPOINT_COLUMNS = "endpoint_id, network_id, ip, mac, host_id"
+KEPT_CHANGES = 100_000  # the newest changes kept; a watcher further behind gets `reset` and lists everything
 
 
 class SqliteDirectory(DirectoryStore):
     """Thread-safe: one connection guarded by a lock; `changed` wakes watchers after each write."""
 
-    def __init__(self, path: str = ":memory:") -> None:
+    def __init__(self, path: str = ":memory:", kept_changes: int = KEPT_CHANGES) -> None:
+        self.kept_changes = kept_changes
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             self._check()
@@ -66,6 +68,8 @@ class SqliteDirectory(DirectoryStore):
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+            self.db.execute("DELETE FROM changes WHERE revision <= (SELECT MAX(revision) FROM changes) - ?",
+                            (self.kept_changes,))
             self.db.execute("COMMIT")
             self.changed.notify_all()
 
@@ -201,11 +205,13 @@ class SqliteDirectory(DirectoryStore):
 
     def changes_since(self, revision: int, wait: float = 0.0,
                       limit: int = 1000) -> tuple[int, list[dict[str, Any]], bool]:
-        # A revision past the log's end is from another life of the directory (it restarted empty).
+        # A revision past the log's end is from another life of the directory (it restarted empty); one before
+        # its start asks for changes pruned since (the log keeps the newest `kept_changes`).
         deadline = time.monotonic() + wait
         with self.changed:
             latest = self._latest()
-            if revision > latest:
+            oldest = int(self.db.execute("SELECT COALESCE(MIN(revision), 1) FROM changes").fetchone()[0])
+            if revision > latest or revision < oldest - 1:  # another life, or history pruned since
                 return latest, [], True
             while True:
                 rows = self.db.execute("SELECT revision, kind, key, value FROM changes WHERE revision > ? "
