@@ -138,7 +138,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("orchestrator_token_file", "FREEFLOW_ORCHESTRATOR_TOKEN_FILE", str, "/run/secrets/freeflow_token",
             "File holding the token every orchestrator write needs (a swarm secret in a stack)."),
     Setting("orchestrator_threads", "FREEFLOW_ORCHESTRATOR_THREADS", _positive_int, "256",
-            "Requests the orchestrator serves at once; every host holds one long-polling watch."),
+            "Requests the orchestrator serves at once. Every host holds two long-polling watches (its plugin's "
+            "and its router's); 32 threads (half, below 64) are kept for everything else."),
     Setting("lease_ttl", "FREEFLOW_LEASE_TTL", _positive_float, "15",
             "Seconds a host stays in the directory without a heartbeat."),
     Setting("log_level", "FREEFLOW_LOG_LEVEL", _log_level, "INFO",

@@ -69,11 +69,13 @@ def _arg(name: str) -> str:
 
 
 def create_app(directory: DirectoryStore, token: str, lease_ttl: float = 15.0,
-               expire_every: float | None = 1.0) -> Flask:
-    """The API over `directory`; writes need `token`. With `expire_every`, a thread expires leases."""
+               expire_every: float | None = 1.0, max_watchers: int = 224) -> Flask:
+    """The API over `directory`; writes need `token`. With `expire_every`, a thread expires leases. At most
+    `max_watchers` watches long-poll at once: each holds a thread, and heartbeats must find one."""
     if not token:
         raise ValueError("the orchestrator needs a token for writes")
     app = Flask("freeflow.orchestrator")
+    watch_slots = threading.BoundedSemaphore(max_watchers)
 
     def authorised() -> None:
         given = request.headers.get("Authorization", "")
@@ -181,7 +183,15 @@ def create_app(directory: DirectoryStore, token: str, lease_ttl: float = 15.0,
     def watch() -> dict[str, Any]:
         since = _int_arg("since", 0)
         wait = min(float(_int_arg("wait", 0, high=int(MAX_WATCH_WAIT))), MAX_WATCH_WAIT)
-        revision, changes, reset = directory.changes_since(since, wait)
+        if wait and not watch_slots.acquire(blocking=False):
+            # Every long-poll slot is taken: answer at once, and the watcher polls again in a while.
+            revision, changes, reset = directory.changes_since(since)
+            return {"revision": revision, "changes": changes, "reset": reset, "busy": True}
+        try:
+            revision, changes, reset = directory.changes_since(since, wait)
+        finally:
+            if wait:
+                watch_slots.release()
         return {"revision": revision, "changes": changes, "reset": reset}
 
     if expire_every:

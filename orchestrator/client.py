@@ -18,6 +18,8 @@ from freeflow.orchestrator.schema import Endpoint, Host, Listener, parse
 
 log = logging.getLogger(__name__)
 
+BUSY_PAUSE = 2.0  # seconds between polls while the orchestrator has no long-poll to spare
+
 
 class OrchestratorUnavailable(OrchestratorError):
     """The orchestrator cannot be reached or answered with an error."""
@@ -111,6 +113,8 @@ def follow(client: OrchestratorClient, resync: Callable[[], None], stop: threadi
             if answer["changes"]:
                 resync()
             revision = answer["revision"]
+            if answer.get("busy"):  # the orchestrator had no thread to spare for a long poll
+                stop.wait(BUSY_PAUSE)
         except OrchestratorUnavailable as exc:
             log.warning("cannot follow the orchestrator (retrying): %s", exc)
             synced = False

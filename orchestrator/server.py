@@ -29,6 +29,9 @@ def read_token(settings: Settings) -> str:
     return token
 
 
+RESERVED_THREADS = 32  # never taken by long-polling watches: heartbeats, reports and lookups
+
+
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def __init__(self, settings: Settings, token: str) -> None:
         self.settings = settings
@@ -43,7 +46,9 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        return create_app(open_directory(self.settings), self.token, self.settings.lease_ttl)
+        threads = self.settings.orchestrator_threads
+        return create_app(open_directory(self.settings), self.token, self.settings.lease_ttl,
+                          max_watchers=max(1, threads - min(RESERVED_THREADS, threads // 2)))
 
 
 def serve(settings: Settings) -> None:

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from freeflow.orchestrator.app import create_app
+from freeflow.orchestrator.client import follow
 from freeflow.orchestrator.schema import Endpoint, Host, Listener
 
 TOKEN = "s3cret"
@@ -97,6 +98,48 @@ def test_a_watcher_wakes_up_on_a_change(client, directory):
     watcher.join(5)
     changes = answers[0].get_json()["changes"]
     assert [c["key"] for c in changes] == ["ep1"] and changes[0]["value"]["ip"] == "10.0.0.2"
+
+
+def test_watches_beyond_the_long_poll_slots_are_answered_at_once_and_told_to_wait(directory):
+    """Each long poll holds one of the orchestrator's threads: past `max_watchers` of them, heartbeats would
+    queue behind watches until the hosts' leases ran out."""
+    client = create_app(directory, TOKEN, expire_every=None, max_watchers=1).test_client()
+    put(client, "/v1/hosts/h1", {"address": "10.99.0.1", "rdma": False})
+    revision = client.get("/v1/health").get_json()["revision"]
+    answers = []
+    holder = threading.Thread(target=lambda: answers.append(client.get(f"/v1/watch?since={revision}&wait=10")))
+    holder.start()
+    time.sleep(0.3)  # the one slot is taken
+    busy = client.get(f"/v1/watch?since={revision - 1}&wait=10").get_json()
+    assert busy["busy"] is True and [c["key"] for c in busy["changes"]] == ["h1"] and not busy["reset"]
+    assert put(client, "/v1/hosts/h1", {"address": "10.99.0.9", "rdma": False})[0] == 200  # wakes the holder
+    holder.join(5)
+    assert "busy" not in answers[0].get_json()
+    assert "busy" not in client.get(f"/v1/watch?since={revision}&wait=1").get_json(), "the slot was given back"
+
+
+def test_a_follower_told_busy_pauses_instead_of_polling_in_a_loop():
+    """A pure-logic check of follow(): it does not list everything again, and it waits before the next poll."""
+    calls = {"watch": 0, "resync": 0}
+    stop = threading.Event()
+
+    class Busy:
+        def revision(self) -> int:
+            return 7
+
+        def watch(self, since: int, wait: int = 25) -> dict:
+            calls["watch"] += 1
+            return {"revision": 7, "changes": [], "reset": False, "busy": True}
+
+    def resync() -> None:
+        calls["resync"] += 1
+
+    follower = threading.Thread(target=follow, args=(Busy(), resync, stop, 25))
+    follower.start()
+    time.sleep(1)
+    stop.set()
+    follower.join(5)
+    assert calls == {"watch": 1, "resync": 1}
 
 
 def test_a_revision_from_another_life_asks_for_a_reset(client):
