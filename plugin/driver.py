@@ -134,6 +134,18 @@ class Driver:
         self.stale_sandbox = stale_sandbox
         self.veth_lost: set[str] = set()  # joined endpoints whose veth is gone, already reported
         self.sandbox_missing: dict[str, float] = {}  # endpoint -> when its sandbox was first seen missing
+        if scope == "global" and not host_address:
+            self.host_address = self._saved_host_address()
+
+    def _saved_host_address(self) -> str:
+        """The address this host had when the plugin last ran (its networks' VXLAN source), until Docker's
+        discovery says it again: heartbeats start at once after a restart, as the router's do."""
+        saved = {n.local_address for n in self.state.networks.values() if n.local_address}
+        if len(saved) != 1:
+            return ""
+        [address] = saved
+        log.info("this host's address is %s, as when the plugin last ran, until Docker's discovery says", address)
+        return address
 
     def _save(self) -> None:
         self.store.save(self.state)

@@ -170,10 +170,12 @@ class TcpBridge:
         self.rx.shutdown_read()
         fence()
         self.bell.ring()
-        for ring in (self.tx, self.rx):
-            ring.close()
-        self.bell.close()
-        self.sock.close()
+        try:
+            for ring in (self.tx, self.rx):
+                ring.close()
+        finally:
+            self.bell.close()
+            self.sock.close()
 
 
 def _end_after_silence(sock: socket.socket, timeout: int) -> None:

@@ -349,17 +349,22 @@ class Channel:
     # Lifetime.
 
     def close(self) -> None:
-        """Tell the peer (it reads what is left, then EOF; its sends fail) and release everything."""
-        if self._closed:
-            return
-        self._closed = True
-        self._tx.shutdown_write()
-        self._rx.shutdown_read()
-        fence()
-        self._bell.ring()
-        self._tx.close()
-        self._rx.close()
-        self._bell.close()
+        """Tell the peer (it reads what is left, then EOF; its sends fail) and release everything. A view from
+        reserve() or peek() still alive keeps its ring mapped (ShmError); everything else is released all the
+        same, and close() again once the view is gone unmaps that ring too."""
+        if not self._closed:
+            self._closed = True
+            self._tx.shutdown_write()
+            self._rx.shutdown_read()
+            fence()
+            self._bell.ring()
+        try:
+            self._tx.close()
+        finally:
+            try:
+                self._rx.close()
+            finally:
+                self._bell.close()
 
     def __enter__(self) -> Channel:
         return self

@@ -364,7 +364,8 @@ class Ring:
         self.header[WRITER_WAITING_SLOT] = int(value)
 
     def close(self) -> None:
-        """Unmap the ring; views from reserve() and peek() must be released first."""
+        """Unmap the ring; views from reserve() and peek() must be released first. If one is alive, ShmError,
+        and the ring stays mapped (but unusable) until close() is called again after it is gone."""
         if self._mapping.closed:
             return
         self.header.release()
@@ -372,7 +373,8 @@ class Ring:
         try:
             self._mapping.close()
         except BufferError:
-            raise ShmError("cannot unmap the ring: a view from reserve() or peek() is still alive") from None
+            raise ShmError("cannot unmap the ring: a view from reserve() or peek() is still alive; release it "
+                           "(del it, or its memoryview's release()) and close again") from None
 
     def _corrupted(self) -> None:
         head, tail = self.header[HEAD_SLOT], self.header[TAIL_SLOT]

@@ -113,6 +113,16 @@ def test_swarm_wide_network_gets_a_vxlan_and_programs_remote_endpoints(tmp_path)
     assert kernel.links == {}
 
 
+def test_a_restarted_plugin_knows_its_address_before_dockers_discovery(tmp_path):
+    """Its heartbeats (which need the address) start at once; Docker may not send discovery again."""
+    driver = Driver(Store(tmp_path), FakeKernel(), scope="global")
+    driver.discover(p.DiscoveryRequest(1, {"Address": "10.99.0.2", "Self": True}))
+    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    assert Driver(Store(tmp_path), FakeKernel(), scope="global").host_address == "10.99.0.2"
+    assert Driver(Store(tmp_path), FakeKernel(), scope="global", host_address="10.99.0.5").host_address == \
+        "10.99.0.5", "FREEFLOW_HOST_ADDRESS wins"
+
+
 def test_an_endpoint_whose_sandbox_vanished_leaves_it_after_the_grace_time(tmp_path):
     kernel = FakeKernel()
     driver = Driver(Store(tmp_path), kernel, stale_sandbox=0.2)

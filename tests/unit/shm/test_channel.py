@@ -220,3 +220,16 @@ def test_each_side_owns_its_descriptors() -> None:
     assert b.recv(1) == b"x"
     a.close()
     b.close()
+
+def test_a_channel_closes_its_doorbell_and_other_ring_even_when_a_ring_cannot_be_unmapped() -> None:
+    a, b = channel_pair(4096, timeout=2)
+    view = a._tx.reserve(8)  # a view of the channel's own ring, as its recv/send paths hold one for a moment
+    with pytest.raises(ShmError):
+        a.close()
+    assert a._rx._mapping.closed and a._bell.fileno() == -1, "the rest was released all the same"
+    assert b.recv(10) == b"", "the peer saw the end"
+    view.release()
+    a.close()
+    assert a._tx._mapping.closed
+    b.close()
+

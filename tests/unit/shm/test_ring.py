@@ -218,12 +218,14 @@ def test_bad_capacities_are_refused(capacity: int) -> None:
         Ring.create(capacity)
 
 
-def test_close_with_a_live_view_is_an_error() -> None:
+def test_close_with_a_live_view_is_an_error_and_close_again_unmaps() -> None:
     ring, fd = Ring.create(64)
     view = ring.reserve(8)
-    with pytest.raises(ShmError):
+    with pytest.raises(ShmError, match="close again"):
         ring.close()
     view.release()
+    ring.close()
+    assert ring._mapping.closed
     os.close(fd)
 
 
