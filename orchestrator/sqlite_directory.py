@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
+from freeflow.orchestrator.errors import NotFound
 from freeflow.orchestrator.schema import Endpoint, Host, Listener, listener_key
 from freeflow.orchestrator.store import DirectoryStore, change, clock, report_changes
 
@@ -47,6 +48,9 @@ class SqliteDirectory(DirectoryStore):
         except sqlite3.DatabaseError:
             self.db.close()
             raise
+        # Endpoints and listeners name their host (REFERENCES): with the check on, a write for a host that
+        # expired after the API's lease check fails inside the write, instead of leaving an orphan.
+        self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
@@ -65,6 +69,9 @@ class SqliteDirectory(DirectoryStore):
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield self.db
+            except sqlite3.IntegrityError:
+                self.db.execute("ROLLBACK")
+                raise NotFound("the host has no lease (it expired just now): send its heartbeat first") from None
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise

@@ -1,8 +1,11 @@
-"""What only the SQLite store does: its change log keeps the newest changes."""
+"""What only the SQLite store does: its change log keeps the newest changes, and a write checks its host's lease."""
 
 from __future__ import annotations
 
-from freeflow.orchestrator.schema import Endpoint, Host
+import pytest
+
+from freeflow.orchestrator.errors import NotFound
+from freeflow.orchestrator.schema import Endpoint, Host, Listener
 from freeflow.orchestrator.sqlite_directory import SqliteDirectory
 
 NET = "k3v7m0z9q2w4e6r8t1y5u3i0o"
@@ -23,3 +26,18 @@ def test_the_sqlite_change_log_keeps_the_newest_changes_and_resets_watchers_behi
     assert (revision, reset) == (latest, False)
     assert [c["key"] for c in changes] == [f"ep{n}" for n in range(15, 20)]
     directory.close()
+
+
+def test_a_write_for_a_host_without_a_lease_is_refused_inside_the_write():
+    """The API checks the lease first, but the host can expire between that check and the write."""
+    directory = SqliteDirectory()
+    endpoint = Endpoint("ep1", NET, "10.0.0.2", "02:42:0a:00:00:02", "h1")
+    with pytest.raises(NotFound, match="no lease"):
+        directory.put_endpoint(endpoint)
+    with pytest.raises(NotFound):
+        directory.replace_host_listeners("h1", [Listener(NET, "10.0.0.2", 80, "graft", "h1")])
+    directory.heartbeat(Host("h1", "10.99.0.1", False), ttl=60)
+    directory.put_endpoint(endpoint)
+    assert directory.endpoints() == [endpoint] and directory.revision() == 2, "the refused writes left nothing"
+    directory.close()
+
