@@ -1,8 +1,8 @@
 /* The libc calls libfreeflow.so interposes (LD_PRELOAD), each with what it does differently and why.
  *
- * Everything else (read, write, send, recv, poll, select, epoll_wait, sendfile, splice, ioctl FIONREAD)
- * works unchanged on a grafted socket: it is a connected AF_UNIX stream socket. A unix socket the library
- * does not know (it crossed exec) is recognised as grafted by its name when a real getsockname,
+ * Everything else (read, write, send, recv without MSG_TRUNC, poll, select, epoll_wait, sendfile, splice,
+ * ioctl FIONREAD) works unchanged on a grafted socket: it is a connected AF_UNIX stream socket. A unix socket
+ * the library does not know (it crossed exec) is recognised as grafted by its name when a real getsockname,
  * getpeername, getsockopt, setsockopt, sendto, sendmsg, recvfrom or recvmsg shows it to be unix, or at a
  * shutdown that is not SHUT_WR.
  * With FREEFLOW_DISABLE=1 every call below goes straight to libc. */
@@ -390,11 +390,57 @@ static int crossed_exec_source(int fd, const struct sockaddr *addr, socklen_t le
     return grafted;
 }
 
+/* TCP's MSG_TRUNC discards up to `len` bytes without a buffer (haproxy drains a connection with
+ * recv(fd, NULL, INT_MAX, MSG_TRUNC | MSG_DONTWAIT)); a unix stream socket copies into the buffer it is given,
+ * and fails with EFAULT on NULL. So on a grafted socket the bytes go through a scratch buffer: the first read
+ * with the caller's flags (it may wait), the next ones only while more is there. With MSG_PEEK, how many bytes
+ * could be read now, up to the scratch buffer's size. */
+static ssize_t discard(int fd, size_t len, int flags)
+{
+    char scratch[16384];
+    flags &= ~MSG_TRUNC;
+    if (flags & MSG_PEEK)
+        return ff_real.recvfrom(fd, scratch, len < sizeof scratch ? len : sizeof scratch, flags, NULL, NULL);
+    size_t total = 0;
+    while (total < len) {
+        size_t want = len - total < sizeof scratch ? len - total : sizeof scratch;
+        ssize_t got = ff_real.recvfrom(fd, scratch, want, total ? flags | MSG_DONTWAIT : flags, NULL, NULL);
+        if (got < 0 && total == 0)
+            return -1;
+        if (got <= 0)
+            break;
+        total += (size_t)got;
+        if ((size_t)got < want)
+            break;
+    }
+    return (ssize_t)total;
+}
+
+static int discards(int fd, int flags)
+{
+    return (flags & MSG_TRUNC) && (ff_fd_of(fd, FF_GRAFTED) || crossed_exec(fd));
+}
+
+/* recv: only for MSG_TRUNC (discard above); glibc's recv does not go through recvfrom. */
+FF_EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    FF_INIT();
+    if (__builtin_expect(flags & MSG_TRUNC, 0) && discards(fd, flags))
+        return discard(fd, len, flags);
+    return ff_real.recvfrom(fd, buf, len, flags, NULL, NULL);
+}
+
 /* recvfrom: TCP gives no source address (its length comes back 0), a unix stream socket the router's name
- * of the pair's other end: a grafted socket gives none either. */
+ * of the pair's other end: a grafted socket gives none either. MSG_TRUNC discards, as recv. */
 FF_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr, socklen_t *addrlen)
 {
     FF_INIT();
+    if (__builtin_expect(flags & MSG_TRUNC, 0) && discards(fd, flags)) {
+        ssize_t got = discard(fd, len, flags);
+        if (got >= 0 && addrlen)
+            *addrlen = 0;
+        return got;
+    }
     if (!addr || !addrlen)
         return ff_real.recvfrom(fd, buf, len, flags, addr, addrlen);
     if (ff_fd_of(fd, FF_GRAFTED)) { /* sockperf's every receive: one lookup, no name copied */

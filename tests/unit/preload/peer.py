@@ -16,7 +16,10 @@ system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a graft
                                         fclose (blocking, closed through fdopen and fclose, then the
                                         number reused by a pipe, which must not answer as a socket),
                                         rawclose (closed by a raw close system call, then the number
-                                        reused by a socket pair, which must answer as unix)
+                                        reused by a socket pair, which must answer as unix),
+                                        trunc (blocking; the answer after its first 8 bytes is peeked
+                                        and then discarded with recv(fd, NULL, n, MSG_TRUNC), as haproxy
+                                        drains a connection)
 """
 
 from __future__ import annotations
@@ -129,6 +132,22 @@ def transfer_blocking(sock: socket.socket, data: bytes, sendto: bool = False) ->
     return answer
 
 
+def transfer_truncated(sock: socket.socket, data: bytes) -> tuple[bytes, list[object]]:
+    """Send `data`; read 8 bytes of the answer, then what MSG_PEEK|MSG_TRUNC and MSG_TRUNC (no buffer) say
+    of the rest, and whether anything is left after them."""
+    sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+    first = sock.recv(8)
+    time.sleep(0.2)  # the rest of the answer has arrived
+    recv = _libc.recv
+    recv.restype, recv.argtypes = ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    peeked = recv(sock.fileno(), None, 64, socket.MSG_PEEK | socket.MSG_TRUNC)
+    peek_errno = ctypes.get_errno() if peeked < 0 else 0
+    discarded = recv(sock.fileno(), None, 1 << 20, socket.MSG_TRUNC)
+    discard_errno = ctypes.get_errno() if discarded < 0 else 0
+    return first, [peeked, peek_errno, discarded, discard_errno, sock.recv(10) == b""]
+
+
 def transfer_epoll(sock: socket.socket, ep: select.epoll, data: bytes) -> bytes:
     view, answer = memoryview(data), b""
     ep.modify(sock.fileno(), select.EPOLLOUT)
@@ -160,13 +179,16 @@ def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, 6)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
     started = time.monotonic()
-    if mode in ("blocking", "sendto", "fclose", "rawclose"):
+    if mode in ("blocking", "sendto", "fclose", "rawclose", "trunc"):
         sock.connect((ip, port))
         connected = time.monotonic() - started
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)  # and after
         line = facts(sock)
-        answer = transfer_blocking(sock, data, sendto=mode == "sendto")
+        if mode == "trunc":
+            answer, line["truncated"] = transfer_truncated(sock, data)
+        else:
+            answer = transfer_blocking(sock, data, sendto=mode == "sendto")
     else:
         sock.setblocking(False)
         ep = select.epoll()
@@ -183,7 +205,9 @@ def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         line.update(facts(sock))
         answer = transfer_epoll(sock, ep, data) if writable else b""
-    line.update(digest_ok=answer.decode() == hashlib.sha256(data).hexdigest(), connect_seconds=connected)
+    expected = hashlib.sha256(data).hexdigest()
+    line.update(digest_ok=answer.decode() == (expected[:8] if mode == "trunc" else expected),
+                connect_seconds=connected)
     if mode == "fclose":
         line["after_close"] = closed_by_fclose(sock)
     elif mode == "rawclose":

@@ -144,6 +144,19 @@ def test_connections_are_grafted_and_still_look_like_tcp(netns: Namespace, mode:
     assert "grafted" in [event["event"] for event in stop(router)]
 
 
+@pytest.mark.parametrize("router", ["go", None])
+def test_recv_with_msg_trunc_discards_without_a_buffer_as_on_tcp(netns: Namespace, router: str | None) -> None:
+    """haproxy drains a connection with recv(fd, NULL, n, MSG_TRUNC): a unix socket would fail with EFAULT."""
+    running = netns.router(router) if router else None
+    server = netns.server()
+    line = netns.client(100_000, "trunc")
+    finish(server)
+    assert line["grafted"] is (router is not None), stop(running) if running else line
+    assert line["digest_ok"] and line["truncated"] == [56, 0, 56, 0, True], line
+    if running:
+        stop(running)
+
+
 def test_a_non_blocking_connect_does_not_wait_for_a_slow_accept(netns: Namespace) -> None:
     """An event loop's connect gets a short budget (FF_NONBLOCK_MS) for the graft, then stays on TCP; the
     router is not blamed for it, so the next connection is grafted again. Here the router would wait 30 s
