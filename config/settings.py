@@ -113,8 +113,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("graft_wait", "FREEFLOW_GRAFT_WAIT", _positive_float, "0.5",
             "Seconds the router waits for the server to accept a connection before leaving it on the overlay."),
     Setting("graft_buffer", "FREEFLOW_GRAFT_BUFFER", _positive_int, "4194304",
-            "Send buffer of each end of a same-host grafted connection, in bytes (the kernel doubles it). A unix "
-            "socket charges every small write about 770 bytes, so it sets how many tiny writes can be in flight."),
+            "Send buffer of each end of a same-host grafted connection, in bytes (the kernel doubles it; at most "
+            "net.core.wmem_max). A unix socket charges every small write about 770 bytes, so it sets how many "
+            "tiny writes can be in flight."),
     Setting("graft_port", "FREEFLOW_GRAFT_PORT", _port, "7471",
             "TCP port on this host's swarm address where other hosts' routers hand over cross-host connections."),
     Setting("bridge_timeout", "FREEFLOW_BRIDGE_TIMEOUT", _positive_int, "60",

@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 Report = TypeVar("Report", Endpoint, Listener)  # what a host reports in full
 
 MAX_WATCH_WAIT = 30.0
+RESERVED_THREADS = 32  # never taken by long-polling watches: heartbeats, reports and lookups
+
+
+def watch_slots_for(threads: int) -> int:
+    """How many of `threads` may long-poll at once: all but RESERVED_THREADS (half of them, below 64)."""
+    return max(1, threads - min(RESERVED_THREADS, threads // 2))
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -69,13 +75,14 @@ def _arg(name: str) -> str:
 
 
 def create_app(directory: DirectoryStore, token: str, lease_ttl: float = 15.0,
-               expire_every: float | None = 1.0, max_watchers: int = 224) -> Flask:
+               expire_every: float | None = 1.0, max_watchers: int = watch_slots_for(256)) -> Flask:
     """The API over `directory`; writes need `token`. With `expire_every`, a thread expires leases. At most
     `max_watchers` watches long-poll at once: each holds a thread, and heartbeats must find one."""
     if not token:
         raise ValueError("the orchestrator needs a token for writes")
     app = Flask("freeflow.orchestrator")
     watch_slots = threading.BoundedSemaphore(max_watchers)
+    long_polls: list[None] = []  # one item per watch waiting now (list.append and pop are atomic)
 
     def authorised() -> None:
         given = request.headers.get("Authorization", "")
@@ -104,7 +111,8 @@ def create_app(directory: DirectoryStore, token: str, lease_ttl: float = 15.0,
 
     @route("/v1/health", ["GET"])
     def health() -> dict[str, Any]:
-        return {"revision": directory.revision(), "hosts": len(directory.hosts())}
+        return {"revision": directory.revision(), "hosts": len(directory.hosts()), "long_polls": len(long_polls),
+                "long_poll_slots": max_watchers}
 
     @route("/v1/hosts", ["GET"])
     def hosts() -> dict[str, Any]:
@@ -183,15 +191,19 @@ def create_app(directory: DirectoryStore, token: str, lease_ttl: float = 15.0,
     def watch() -> dict[str, Any]:
         since = _int_arg("since", 0)
         wait = min(float(_int_arg("wait", 0, high=int(MAX_WATCH_WAIT))), MAX_WATCH_WAIT)
-        if wait and not watch_slots.acquire(blocking=False):
+        if not wait:
+            revision, changes, reset = directory.changes_since(since)
+            return {"revision": revision, "changes": changes, "reset": reset}
+        if not watch_slots.acquire(blocking=False):
             # Every long-poll slot is taken: answer at once, and the watcher polls again in a while.
             revision, changes, reset = directory.changes_since(since)
             return {"revision": revision, "changes": changes, "reset": reset, "busy": True}
+        long_polls.append(None)
         try:
             revision, changes, reset = directory.changes_since(since, wait)
         finally:
-            if wait:
-                watch_slots.release()
+            long_polls.pop()
+            watch_slots.release()
         return {"revision": revision, "changes": changes, "reset": reset}
 
     if expire_every:

@@ -16,17 +16,21 @@ LISTENER_KINDS = ("graft", "channel")
 T = TypeVar("T")
 
 
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check(name: str, value: Any, kind: str) -> Any:
     if kind == "id":
         if not isinstance(value, str) or not _ID.fullmatch(value):
             raise BadRequest(f"{name} must be 1 to 128 characters of [0-9A-Za-z_.-], got {value!r}")
     elif kind == "ip":
-        try:
-            if not isinstance(value, str):
-                raise TypeError(value)  # IPv4Address also takes a number, which the store would keep as text
-            ipaddress.IPv4Address(value)
-        except (ValueError, TypeError):
-            raise BadRequest(f"{name} must be an IPv4 address, got {value!r}") from None
+        if not isinstance(value, str) or not _is_ipv4(value):  # IPv4Address alone takes a number too
+            raise BadRequest(f"{name} must be an IPv4 address, got {value!r}")
     elif kind == "mac":
         if not isinstance(value, str) or not _MAC.fullmatch(value):
             raise BadRequest(f"{name} must be a lower-case MAC address, got {value!r}")

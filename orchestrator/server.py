@@ -12,7 +12,7 @@ from gunicorn.app.base import BaseApplication
 
 from freeflow.config.settings import Settings
 from freeflow.errors import SettingsError
-from freeflow.orchestrator.app import create_app
+from freeflow.orchestrator.app import create_app, watch_slots_for
 from freeflow.orchestrator.directory import open_directory
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,6 @@ def read_token(settings: Settings) -> str:
     return token
 
 
-RESERVED_THREADS = 32  # never taken by long-polling watches: heartbeats, reports and lookups
-
-
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def __init__(self, settings: Settings, token: str) -> None:
         self.settings = settings
@@ -46,9 +43,8 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        threads = self.settings.orchestrator_threads
         return create_app(open_directory(self.settings), self.token, self.settings.lease_ttl,
-                          max_watchers=max(1, threads - min(RESERVED_THREADS, threads // 2)))
+                          max_watchers=watch_slots_for(self.settings.orchestrator_threads))
 
 
 def serve(settings: Settings) -> None:

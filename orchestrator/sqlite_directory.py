@@ -4,18 +4,24 @@ and a change log whose row IDs are the revisions watchers follow.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from freeflow.orchestrator.errors import NotFound
 from freeflow.orchestrator.schema import Endpoint, Host, Listener, listener_key
 from freeflow.orchestrator.store import DirectoryStore, change, clock, report_changes
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hosts (
@@ -37,6 +43,25 @@ ENDPOINT_COLUMNS = "endpoint_id, network_id, ip, mac, host_id"
 KEPT_CHANGES = 100_000  # the newest changes kept; a watcher further behind gets `reset` and lists everything
 
 
+class DamagedFile(sqlite3.DatabaseError):
+    """The directory file is not a SQLite database, or SQLite finds it damaged."""
+
+
+def open_sqlite(path: Path) -> SqliteDirectory:
+    """The directory in the file `path`. A damaged file is moved aside (logged) and the directory starts empty:
+    the hosts' next heartbeats and reports fill it again, where refusing to start would help nobody."""
+    try:
+        return SqliteDirectory(str(path))
+    except DamagedFile as exc:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+        log.error("the directory file %s cannot be read (%s): moved aside to %s. Starting with an empty "
+                  "directory; every host's next heartbeat and reports fill it again", path, exc, aside)
+        return SqliteDirectory(str(path))
+
+
 class SqliteDirectory(DirectoryStore):
     """Thread-safe: one connection guarded by a lock; `changed` wakes watchers after each write."""
 
@@ -45,7 +70,7 @@ class SqliteDirectory(DirectoryStore):
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             self._check()
-        except sqlite3.DatabaseError:
+        except BaseException:
             self.db.close()
             raise
         # Endpoints and listeners name their host (REFERENCES): with the check on, a write for a host that
@@ -58,10 +83,15 @@ class SqliteDirectory(DirectoryStore):
         self.changed = threading.Condition(self.lock)
 
     def _check(self) -> None:
-        """Raise sqlite3.DatabaseError if the file is not a database or fails SQLite's quick check."""
-        [verdict] = self.db.execute("PRAGMA quick_check(1)").fetchone()
+        """Raise DamagedFile if the file is not a database or fails SQLite's quick check."""
+        try:
+            [verdict] = self.db.execute("PRAGMA quick_check(1)").fetchone()
+        except sqlite3.DatabaseError as exc:
+            if exc.sqlite_errorname in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+                raise DamagedFile(str(exc)) from exc
+            raise  # locked, or an I/O error: the file may be fine
         if verdict != "ok":
-            raise sqlite3.DatabaseError(f"quick check: {verdict}")
+            raise DamagedFile(f"quick check: {verdict}")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -228,6 +258,8 @@ class SqliteDirectory(DirectoryStore):
                     break
                 self.changed.wait(remaining)
             latest = self._latest()
+            if rows and rows[0][0] > revision + 1:  # pruned while this watcher waited
+                return latest, [], True
         changes = [change(r, kind, key, json.loads(value) if value else None) for r, kind, key, value in rows]
         return (changes[-1]["revision"] if changes else max(revision, latest)), changes, False
 

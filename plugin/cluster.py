@@ -34,7 +34,8 @@ class ClusterSync:
     @property
     def host(self) -> Host:
         """This host as the directory knows it: its swarm address, learnt from Docker's discovery."""
-        return Host(self.host_id or self.driver.host_address, self.driver.host_address, self.rdma)
+        address = self.driver.heartbeat_address
+        return Host(self.host_id or address, address, self.rdma)
 
     def local_endpoints(self) -> list[Endpoint]:
         with self.driver.lock:
@@ -65,7 +66,7 @@ class ClusterSync:
 
     def _heartbeats(self) -> None:
         while not self.stop.is_set():
-            if not self.driver.host_address:
+            if not self.driver.heartbeat_address:
                 log.info("waiting for Docker to tell this host's swarm address")
                 self.stop.wait(1)
                 continue

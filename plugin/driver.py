@@ -134,18 +134,19 @@ class Driver:
         self.stale_sandbox = stale_sandbox
         self.veth_lost: set[str] = set()  # joined endpoints whose veth is gone, already reported
         self.sandbox_missing: dict[str, float] = {}  # endpoint -> when its sandbox was first seen missing
-        if scope == "global" and not host_address:
-            self.host_address = self._saved_host_address()
-
-    def _saved_host_address(self) -> str:
-        """The address this host had when the plugin last ran (its networks' VXLAN source), until Docker's
-        discovery says it again: heartbeats start at once after a restart, as the router's do."""
+        # The address this host had when the plugin last ran (its networks' VXLAN source): the heartbeats use it
+        # until Docker's discovery tells the address again, so that a restart does not let the lease run out.
+        # New networks wait for discovery (or FREEFLOW_HOST_ADDRESS): the saved address may be stale.
         saved = {n.local_address for n in self.state.networks.values() if n.local_address}
-        if len(saved) != 1:
-            return ""
-        [address] = saved
-        log.info("this host's address is %s, as when the plugin last ran, until Docker's discovery says", address)
-        return address
+        self.saved_address = saved.pop() if scope == "global" and len(saved) == 1 else ""
+        if self.saved_address and not host_address:
+            log.warning("until Docker tells this host's address, heartbeats use %s, the address of its networks",
+                        self.saved_address)
+
+    @property
+    def heartbeat_address(self) -> str:
+        """This host's address for the directory: Docker's (or the setting's), else the saved one."""
+        return self.host_address or self.saved_address
 
     def _save(self) -> None:
         self.store.save(self.state)

@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from freeflow.router import protocol as p
@@ -77,22 +78,25 @@ class Dial:
 @dataclass
 class Bridge:
     """Move a channel's bytes between the rings of `fds` and the host TCP socket `sock` (a bridge process),
-    over RDMA when `rdma` and both sides manage to set it up, else over the socket itself."""
+    over RDMA when `rdma` and both sides manage to set it up, else over the socket itself. With `accept`, first
+    answer the other host's router ACCEPTED on `sock` (its container then hears the channel is ready)."""
 
     fds: ChannelFds
     sock: socket.socket
     rdma: bool = False
+    accept: bool = False
 
 
 @dataclass
 class Offer:
-    """Offer a channel to its listener (`offer`); then send `ready` to the connector. A listener that is not
-    accepting fills its control connection with offers: then this one is dropped (its descriptors closed, so the
-    channel ends), the connector gets `refused` instead, and the listener keeps its registration."""
+    """Offer a channel to its listener (`offer`), then carry out `ready` (tell the connector). A listener that is
+    not accepting fills its control connection with offers: then this one is dropped, `ready` is discarded
+    (its descriptors closed: the channel ends), `refused` is carried out instead, and the listener keeps its
+    registration."""
 
     offer: Reply
-    ready: Reply | None = None
-    refused: Reply | None = None
+    ready: list[Reply | Bridge]
+    refused: list[Reply] = field(default_factory=list)
 
 
 Action = Reply | Dial | Bridge | Offer
@@ -177,8 +181,6 @@ HOST_TCP = "grafted (host TCP)"  # the path of a graft onto a host TCP connectio
 # Stands in for the control connection of a listener registered with the router before it restarted: the
 # listener registers again on its next accept(), and until then clients are told to go ahead.
 INHERITED = "inherited from the previous router"
-
-SO_SNDBUFFORCE = 32  # <asm-generic/socket.h>; the socket module does not name it
 
 
 def overlay(reason: int) -> p.VerdictReply:
@@ -500,9 +502,9 @@ class Broker:
                           (server.ip, msg.dst_port), msg.ring_size, client_fds, server_fds)
         return [Offer(Reply(listener, p.ChannelOffer(mine.ip, 0, channel_id, msg.ring_size),
                             list(dataclasses.astuple(server_fds))),
-                      ready=Reply(conn, p.ChannelReady(server.ip, msg.dst_port, channel_id, msg.ring_size),
-                                  list(dataclasses.astuple(client_fds))),
-                      refused=Reply(conn, overlay(p.Reason.BUSY)))]
+                      ready=[Reply(conn, p.ChannelReady(server.ip, msg.dst_port, channel_id, msg.ring_size),
+                                   list(dataclasses.astuple(client_fds)))],
+                      refused=[Reply(conn, overlay(p.Reason.BUSY))])]
 
     def _remote_channel(self, conn: Conn, sandbox: str, msg: p.ChannelConnect,
                         live_sockets: set[int]) -> list[Action]:
@@ -534,18 +536,12 @@ class Broker:
             return []
         channel_id, names = self._next_channel()
         bridge_fds, server_fds = channel_fds(preamble.ring_size, ring_name(channel_id, names))
-        try:
-            sock.send(ACCEPTED)
-        except OSError:
-            sock.close()
-            bridge_fds.close()
-            server_fds.close()
-            return []
         self._new_channel(channel_id, names, server.network_id, "", server.sandbox, preamble.client_ip,
                           (server.ip, preamble.server_port), preamble.ring_size, bridge_fds, server_fds)
+        # Refused, the socket closes unanswered: the other router tells its connector to fall back to TCP.
         return [Offer(Reply(listener, p.ChannelOffer(preamble.client_ip, 0, channel_id, preamble.ring_size),
-                            list(dataclasses.astuple(server_fds)))),  # dropped: the bridge ends at once
-                Bridge(bridge_fds, sock, rdma=preamble.kind == Kind.CHANNEL_RDMA)]
+                            list(dataclasses.astuple(server_fds))),
+                      ready=[Bridge(bridge_fds, sock, rdma=preamble.kind == Kind.CHANNEL_RDMA, accept=True)])]
 
     def _over_cap(self, sandboxes: set[str], ring_size: int, what: str) -> bool:
         """Whether a new channel would take one of `sandboxes` over its channel memory (logged)."""
@@ -758,16 +754,24 @@ def _name_ends(client_end: socket.socket, server_end: socket.socket, key: FlowKe
 
 
 def _size_buffers(client_end: socket.socket, server_end: socket.socket, size: int) -> None:
-    """Give each end of a new pair a send buffer of `size` bytes (the kernel doubles it). A unix socket charges
-    each write its whole buffer (about 700 bytes for a few bytes of data), where TCP counts the bytes: with the
-    default 208 KiB a program that pipelines tiny requests without reading the replies stalls after a few
-    hundred, TCP after thousands. SO_SNDBUFFORCE passes net.core.wmem_max (the router has CAP_NET_ADMIN); a router
-    without it gets what SO_SNDBUF allows."""
+    """Give each end of a new pair a send buffer of `size` bytes (the kernel doubles it, and caps it at
+    net.core.wmem_max, which the operator's limit stays). A unix socket charges each write its whole buffer
+    (about 770 bytes for a few bytes of data), where TCP counts the bytes: with the default 208 KiB a program
+    that pipelines tiny requests without reading the replies stalls after a few hundred, TCP after thousands."""
     for end in (client_end, server_end):
-        try:
-            end.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size)
-        except PermissionError:
-            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+def warn_if_capped(graft_buffer: int, wmem_max: Path = Path("/proc/sys/net/core/wmem_max")) -> None:
+    """Say once, at start, when net.core.wmem_max keeps grafted pairs below FREEFLOW_GRAFT_BUFFER."""
+    try:
+        limit = int(wmem_max.read_text())
+    except (OSError, ValueError):
+        return
+    if limit < graft_buffer:
+        log.warning("net.core.wmem_max is %d: grafted connections get send buffers of %d bytes, not the %d of "
+                    "FREEFLOW_GRAFT_BUFFER; raise it (sysctl) for more tiny writes in flight", limit, limit,
+                    graft_buffer)
 
 
 def _inode(sock: socket.socket) -> int:

@@ -38,7 +38,7 @@ from freeflow.orchestrator.server import read_token
 from freeflow.plugin.store import Store
 from freeflow.router import peering, ring_maps
 from freeflow.router import protocol as p
-from freeflow.router.broker import Action, Bridge, Broker, Dial, Endpoint, Offer, Reply
+from freeflow.router.broker import Action, Bridge, Broker, Dial, Endpoint, Offer, Reply, warn_if_capped
 from freeflow.router.cluster import ClusterView
 from freeflow.router.errors import NamespaceError, RouterError
 from freeflow.router.graft_journal import GraftJournal
@@ -69,6 +69,16 @@ def _module_path(module: ModuleType) -> str:
     if Path(module.__file__ or "").name == "__init__.py":
         return "/".join([*parts, "__init__.py"])
     return "/".join(parts) + ".py"
+
+
+def _discard(action: Reply | Bridge) -> None:
+    """Close the descriptors of an action that will not be carried out."""
+    if isinstance(action, Bridge):
+        action.fds.close()
+        action.sock.close()
+    else:
+        for fd in action.fds:
+            os.close(fd)
 
 
 def _publish(source: Path, target: Path) -> None:
@@ -154,6 +164,7 @@ class Router:
             self.token = read_token(settings)
             self.cluster = ClusterView(OrchestratorClient(settings.orchestrator_url, self.token),
                                        settings.lease_ttl / 3)
+        warn_if_capped(settings.graft_buffer)
         self.broker = Broker(graft_wait=settings.graft_wait, graft_buffer=settings.graft_buffer,
                              channel_memory=settings.channel_memory,
                              cluster=self.cluster, name_key=_name_key(self.private / NAME_KEY_FILE))
@@ -494,11 +505,10 @@ class Router:
     def _offer(self, offer: Offer) -> None:
         """Offer a channel to its listener, then answer the connector (broker.Offer)."""
         delivered = self._deliver_offer(offer.offer)
-        answer, dropped = (offer.ready, offer.refused) if delivered else (offer.refused, offer.ready)
-        for fd in dropped.fds if dropped else []:
-            os.close(fd)
-        if answer is not None:
-            self._reply(answer)
+        carried, dropped = (offer.ready, offer.refused) if delivered else (offer.refused, offer.ready)
+        for action in dropped:
+            _discard(action)
+        self._send(list(carried))
 
     def _deliver_offer(self, offer: Reply) -> bool:
         """Send a channel offer (closing its descriptors); False if the listener's queue is full or it is gone."""
@@ -692,6 +702,13 @@ class Router:
 
     def _start_bridge(self, bridge: Bridge) -> None:
         """A process of its own moves the channel (it outlives a router restart); our copies are closed."""
+        if bridge.accept:
+            try:
+                bridge.sock.send(peering.ACCEPTED)
+            except OSError as exc:
+                log.warning("the other host's router went away before its channel was accepted: %s", exc)
+                _discard(bridge)
+                return
         fds = [*dataclasses.astuple(bridge.fds), bridge.sock.fileno()]
         program = "freeflow.router.rdma_bridge" if bridge.rdma else "freeflow.router.tcp_bridge"
         try:

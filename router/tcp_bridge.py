@@ -17,7 +17,7 @@ import sys
 
 from freeflow import logs
 from freeflow.config.settings import load_settings
-from freeflow.shm.channel import ChannelFds
+from freeflow.shm.channel import ChannelFds, close_all
 from freeflow.shm.doorbell import Doorbell, fence
 from freeflow.shm.errors import RingCorrupted
 from freeflow.shm.ring import Ring
@@ -170,12 +170,7 @@ class TcpBridge:
         self.rx.shutdown_read()
         fence()
         self.bell.ring()
-        try:
-            for ring in (self.tx, self.rx):
-                ring.close()
-        finally:
-            self.bell.close()
-            self.sock.close()
+        close_all(self.tx.close, self.rx.close, self.bell.close, self.sock.close)
 
 
 def _end_after_silence(sock: socket.socket, timeout: int) -> None:

@@ -6,10 +6,12 @@ death apart from silence: when the peer's process dies, its end closes and our w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from freeflow.shm import doorbell as _doorbell
@@ -35,6 +37,13 @@ _PREFIX = 4  # bytes of the little-endian length before each message of send_msg
 MAX_MESSAGE = (1 << 8 * _PREFIX) - 1
 _QUICK_CHECKS = 64  # loads of the head recv_into() makes on an empty ring before a wait (~2 µs)
 _SMALL_MESSAGE = 4096  # up to this size, send_msg() copies the prefix and the message into one ring write
+
+
+def close_all(*closers: Callable[[], None]) -> None:
+    """Call every closer, even when an earlier one fails; the first failure is raised once all have run."""
+    with contextlib.ExitStack() as stack:
+        for close in reversed(closers):  # the stack calls them last in, first out
+            stack.callback(close)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,13 +367,7 @@ class Channel:
             self._rx.shutdown_read()
             fence()
             self._bell.ring()
-        try:
-            self._tx.close()
-        finally:
-            try:
-                self._rx.close()
-            finally:
-                self._bell.close()
+        close_all(self._tx.close, self._rx.close, self._bell.close)
 
     def __enter__(self) -> Channel:
         return self

@@ -109,12 +109,16 @@ def test_watches_beyond_the_long_poll_slots_are_answered_at_once_and_told_to_wai
     answers = []
     holder = threading.Thread(target=lambda: answers.append(client.get(f"/v1/watch?since={revision}&wait=10")))
     holder.start()
-    time.sleep(0.3)  # the one slot is taken
+    for _ in range(100):  # until the holder has the one slot
+        if client.get("/v1/health").get_json()["long_polls"] == 1:
+            break
+        time.sleep(0.05)
     busy = client.get(f"/v1/watch?since={revision - 1}&wait=10").get_json()
     assert busy["busy"] is True and [c["key"] for c in busy["changes"]] == ["h1"] and not busy["reset"]
     assert put(client, "/v1/hosts/h1", {"address": "10.99.0.9", "rdma": False})[0] == 200  # wakes the holder
     holder.join(5)
     assert "busy" not in answers[0].get_json()
+    assert client.get("/v1/health").get_json()["long_polls"] == 0
     assert "busy" not in client.get(f"/v1/watch?since={revision}&wait=1").get_json(), "the slot was given back"
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
+
 import pytest
 
 from freeflow.orchestrator.errors import NotFound
 from freeflow.orchestrator.schema import Endpoint, Host, Listener
-from freeflow.orchestrator.sqlite_directory import SqliteDirectory
+from freeflow.orchestrator.sqlite_directory import SqliteDirectory, open_sqlite
 
 NET = "k3v7m0z9q2w4e6r8t1y5u3i0o"
 
@@ -41,3 +45,31 @@ def test_a_write_for_a_host_without_a_lease_is_refused_inside_the_write():
     assert directory.endpoints() == [endpoint] and directory.revision() == 2, "the refused writes left nothing"
     directory.close()
 
+
+
+def test_a_watcher_whose_changes_were_pruned_while_it_waited_is_reset():
+    directory = SqliteDirectory(kept_changes=5)
+    directory.heartbeat(Host("h1", "10.99.0.1", False), ttl=60)
+    since = directory.revision()
+    answers = []
+    watcher = threading.Thread(target=lambda: answers.append(directory.changes_since(since, wait=10)))
+    watcher.start()
+    time.sleep(0.2)  # the watcher waits
+    directory.replace_host_endpoints("h1", [
+        Endpoint(f"ep{n}", NET, f"10.0.0.{n + 2}", f"02:42:0a:00:00:{n + 2:02x}", "h1") for n in range(10)])
+    watcher.join(10)
+    assert answers == [(since + 10, [], True)], "ten changes in one write, the first five pruned: list again"
+    directory.close()
+
+
+def test_a_locked_directory_file_is_not_taken_for_a_damaged_one(tmp_path):
+    path = tmp_path / "directory.db"
+    holder = sqlite3.connect(path, isolation_level=None)  # a rollback journal: its exclusive lock stops readers
+    holder.execute("CREATE TABLE kept (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            open_sqlite(path)
+    finally:
+        holder.close()
+    assert list(tmp_path.glob("*.corrupt-*")) == [], "a good file stays where it is"

@@ -118,9 +118,14 @@ def test_a_restarted_plugin_knows_its_address_before_dockers_discovery(tmp_path)
     driver = Driver(Store(tmp_path), FakeKernel(), scope="global")
     driver.discover(p.DiscoveryRequest(1, {"Address": "10.99.0.2", "Self": True}))
     driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
-    assert Driver(Store(tmp_path), FakeKernel(), scope="global").host_address == "10.99.0.2"
-    assert Driver(Store(tmp_path), FakeKernel(), scope="global", host_address="10.99.0.5").host_address == \
-        "10.99.0.5", "FREEFLOW_HOST_ADDRESS wins"
+    restarted = Driver(Store(tmp_path), FakeKernel(), scope="global")
+    assert restarted.heartbeat_address == "10.99.0.2"
+    with pytest.raises(DriverError, match="address"):  # the saved address may be stale: not for new networks
+        restarted.create_network(p.CreateNetworkRequest.parse(create_network_body("n2" * 32)))
+    restarted.discover(p.DiscoveryRequest(1, {"Address": "10.99.0.7", "Self": True}))
+    assert restarted.heartbeat_address == "10.99.0.7", "Docker's discovery wins"
+    assert Driver(Store(tmp_path), FakeKernel(), scope="global", host_address="10.99.0.5").heartbeat_address == \
+        "10.99.0.5", "so does FREEFLOW_HOST_ADDRESS"
 
 
 def test_an_endpoint_whose_sandbox_vanished_leaves_it_after_the_grace_time(tmp_path):
