@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from freeflow.router import broker as broker_module
 from freeflow.router import protocol as p
 from freeflow.router.broker import Bridge, Broker, Endpoint, Offer, Reply, _name_mac
 from freeflow.router.peering import Kind, Preamble
 from freeflow.router.status import named_unix_sockets
+from freeflow.shm.ring import Ring
 
 NET, OTHER_NET = "n1" * 6, "n2" * 6
 CLIENT = Endpoint("ea", NET, "10.0.0.1", "/netns/a")
@@ -366,6 +368,21 @@ def channel_between(broker: Broker, ring_size: int = 1 << 16) -> list[socket.soc
         os.close(rx)
         bells.append(socket.socket(fileno=bell))
     return bells
+
+
+def test_a_channel_whose_rings_cannot_be_mapped_leaves_no_descriptor_open(monkeypatch) -> None:
+    broker = Broker()
+    broker.set_endpoints([CLIENT, SERVER])
+    broker.channel_listen("b-listener", SERVER.sandbox, p.ChannelListen(7100, 0))
+    before = set(os.listdir("/proc/self/fd"))
+
+    def no_memory(fd: int) -> Ring:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(broker_module.Ring, "attach", staticmethod(no_memory))
+    with pytest.raises(OSError):
+        broker.channel_connect("a", CLIENT.sandbox, p.ChannelConnect(SERVER.ip, 7100, 0, 1 << 16), set())
+    assert set(os.listdir("/proc/self/fd")) <= before and broker.channels == []
 
 
 def test_a_channel_doorbell_is_named_after_its_channel(bells: list[socket.socket]) -> None:
