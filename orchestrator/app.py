@@ -191,20 +191,22 @@ def create_app(directory: DirectoryStore, token: str, lease_ttl: float = 15.0,
     def watch() -> dict[str, Any]:
         since = _int_arg("since", 0)
         wait = min(float(_int_arg("wait", 0, high=int(MAX_WATCH_WAIT))), MAX_WATCH_WAIT)
-        if not wait:
-            revision, changes, reset = directory.changes_since(since)
+
+        def answer(wait: float) -> dict[str, Any]:
+            revision, changes, reset = directory.changes_since(since, wait)
             return {"revision": revision, "changes": changes, "reset": reset}
+
+        if not wait:
+            return answer(0)
         if not watch_slots.acquire(blocking=False):
             # Every long-poll slot is taken: answer at once, and the watcher polls again in a while.
-            revision, changes, reset = directory.changes_since(since)
-            return {"revision": revision, "changes": changes, "reset": reset, "busy": True}
+            return {**answer(0), "busy": True}
         long_polls.append(None)
         try:
-            revision, changes, reset = directory.changes_since(since, wait)
+            return answer(wait)
         finally:
             long_polls.pop()
             watch_slots.release()
-        return {"revision": revision, "changes": changes, "reset": reset}
 
     if expire_every:
         stop = threading.Event()

@@ -71,6 +71,12 @@ def _module_path(module: ModuleType) -> str:
     return "/".join(parts) + ".py"
 
 
+def _transmit(sock: socket.socket, reply: Reply) -> None:
+    """Send `reply` on a control connection, its descriptors with it (SCM_RIGHTS); the caller closes ours."""
+    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", reply.fds))] if reply.fds else []
+    sock.sendmsg([reply.message.encode()], ancillary)
+
+
 def _discard(action: Reply | Bridge) -> None:
     """Close the descriptors of an action that will not be carried out."""
     if isinstance(action, Bridge):
@@ -518,8 +524,7 @@ class Router:
                 os.close(fd)
             return False
         try:
-            control.sock.sendmsg([offer.message.encode()],
-                                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", offer.fds))])
+            _transmit(control.sock, offer)
             return True
         except BlockingIOError:
             log.warning("the channel listener of %s is not accepting (its queue of offers is full): a channel to "
@@ -537,9 +542,7 @@ class Router:
         control = self.conns.get(reply.conn)  # type: ignore[call-overload]
         try:
             if control is not None:
-                ancillary = ([(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", reply.fds))]
-                             if reply.fds else [])
-                control.sock.sendmsg([reply.message.encode()], ancillary)
+                _transmit(control.sock, reply)
         except OSError as exc:
             log.warning("cannot answer a control connection of %s: %s", control.sandbox if control else "?", exc)
             if control is not None:

@@ -378,16 +378,20 @@ FF_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     return sent;
 }
 
+/* Whether `fd` is a grafted socket, known or one that crossed exec (errno is left as it was). */
+static int is_grafted(int fd)
+{
+    int saved = errno;
+    int grafted = ff_fd_of(fd, FF_GRAFTED) || crossed_exec(fd);
+    errno = saved;
+    return grafted;
+}
+
 /* A received source address of `len` bytes at `addr`, on a socket the library does not know as grafted,
  * shows it to be one that crossed exec: a unix address, and the router's name (recognise.h). */
 static int crossed_exec_source(int fd, const struct sockaddr *addr, socklen_t len)
 {
-    if (len < sizeof(sa_family_t) || addr->sa_family != AF_UNIX)
-        return 0;
-    int saved = errno;
-    int grafted = crossed_exec(fd) != NULL;
-    errno = saved;
-    return grafted;
+    return len >= sizeof(sa_family_t) && addr->sa_family == AF_UNIX && is_grafted(fd);
 }
 
 /* TCP's MSG_TRUNC discards up to `len` bytes without a buffer (haproxy drains a connection with
@@ -416,16 +420,11 @@ static ssize_t discard(int fd, size_t len, int flags)
     return (ssize_t)total;
 }
 
-static int discards(int fd, int flags)
-{
-    return (flags & MSG_TRUNC) && (ff_fd_of(fd, FF_GRAFTED) || crossed_exec(fd));
-}
-
 /* recv: only for MSG_TRUNC (discard above); glibc's recv does not go through recvfrom. */
 FF_EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
 {
     FF_INIT();
-    if (__builtin_expect(flags & MSG_TRUNC, 0) && discards(fd, flags))
+    if (__builtin_expect(flags & MSG_TRUNC, 0) && is_grafted(fd))
         return discard(fd, len, flags);
     return ff_real.recvfrom(fd, buf, len, flags, NULL, NULL);
 }
@@ -435,7 +434,7 @@ FF_EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
 FF_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr, socklen_t *addrlen)
 {
     FF_INIT();
-    if (__builtin_expect(flags & MSG_TRUNC, 0) && discards(fd, flags)) {
+    if (__builtin_expect(flags & MSG_TRUNC, 0) && is_grafted(fd)) {
         ssize_t got = discard(fd, len, flags);
         if (got >= 0 && addrlen)
             *addrlen = 0;
@@ -475,16 +474,11 @@ FF_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 FF_EXPORT int shutdown(int fd, int how)
 {
     FF_INIT();
-    if (how != SHUT_WR && !ff_disabled) {
-        int saved = errno;
-        int grafted = ff_fd_of(fd, FF_GRAFTED) || crossed_exec(fd);
-        errno = saved;
-        if (grafted) {
-            if (how == SHUT_RD)
-                return 0;
-            if (how == SHUT_RDWR)
-                how = SHUT_WR;
-        }
+    if (how != SHUT_WR && !ff_disabled && is_grafted(fd)) {
+        if (how == SHUT_RD)
+            return 0;
+        if (how == SHUT_RDWR)
+            how = SHUT_WR;
     }
     return ff_real.shutdown(fd, how);
 }
