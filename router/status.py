@@ -2,11 +2,12 @@
 
 Grafted connections are alive while either end of their socket pair exists (by inode in /proc/net/unix), or
 their host TCP connection to another host (in this namespace's /proc/net/tcp); overlay connections are the
-established TCP connections in the sandbox's namespace.
+established TCP connections (IPv4 and IPv6) in the sandbox's namespace.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 from collections.abc import Callable
@@ -62,8 +63,15 @@ def live_sockets() -> set[int]:
 
 
 def _address(text: str) -> str:
+    """An address of /proc/net/tcp or tcp6 (32-bit words of the address in host order, then the port) as
+    "ip:port", or "[ip]:port" for IPv6; an IPv4 address on an IPv6 socket (::ffff:a.b.c.d) reads as IPv4."""
     ip_hex, port_hex = text.split(":")
-    return f"{socket.inet_ntoa(struct.pack('<I', int(ip_hex, 16)))}:{int(port_hex, 16)}"
+    packed = b"".join(struct.pack("<I", int(ip_hex[i:i + 8], 16)) for i in range(0, len(ip_hex), 8))
+    port = int(port_hex, 16)
+    if len(packed) == 4:
+        return f"{socket.inet_ntoa(packed)}:{port}"
+    ip = ipaddress.IPv6Address(packed)
+    return f"{ip.ipv4_mapped}:{port}" if ip.ipv4_mapped else f"[{ip}]:{port}"
 
 
 def listening_ports(proc_net_tcp: str) -> set[int]:
@@ -77,9 +85,9 @@ def listening_ports(proc_net_tcp: str) -> set[int]:
 
 
 def established_tcp(proc_net_tcp: str) -> list[tuple[str, str]]:
-    """(local, remote) of each established IPv4 TCP connection in a /proc/net/tcp text."""
+    """(local, remote) of each established TCP connection in /proc/net/tcp (and tcp6) texts."""
     found = []
-    for line in proc_net_tcp.splitlines()[1:]:
+    for line in proc_net_tcp.splitlines():
         cols = line.split()
         if len(cols) > 3 and cols[3] == TCP_ESTABLISHED:
             found.append((_address(cols[1]), _address(cols[2])))
@@ -100,7 +108,8 @@ def connection_status(broker: Broker, sandboxes: dict[str, Any],
                                  else (f"{sip}:{sport}", f"{cip}:{cport}"))
                 connections.append({"local": local, "remote": remote, "path": g.path})
         try:
-            for local, remote in established_tcp(read_proc_net(resolve(sandbox), "tcp")):
+            tables = [read_proc_net(resolve(sandbox), table) for table in ("tcp", "tcp6")]
+            for local, remote in established_tcp("".join(tables)):
                 connections.append({"local": local, "remote": remote, "path": "overlay"})
         except (NamespaceError, OSError):
             pass

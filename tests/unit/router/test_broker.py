@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -108,6 +109,27 @@ def test_the_ends_take_as_many_tiny_writes_as_their_buffer_allows(size: int):
         default = tiny_writes_in_flight(default_a)
         assert tiny_writes_in_flight(ends["a"]) > default * granted // (256 << 10)
         assert tiny_writes_in_flight(ends["b"]) > default * granted // (256 << 10)
+
+
+@pytest.mark.parametrize(("limit", "warned"), [("1048576\n", True), ("4194304\n", False), ("8388608\n", False),
+                                               ("", False)])
+def test_the_router_says_when_wmem_max_caps_the_graft_buffer(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                              limit: str, warned: bool) -> None:
+    """Only a net.core.wmem_max below FREEFLOW_GRAFT_BUFFER is worth a warning; one that cannot be read is not."""
+    sysctl = tmp_path / "wmem_max"
+    sysctl.write_text(limit)
+    with caplog.at_level(logging.WARNING, logger=broker_module.__name__):
+        broker_module.warn_if_capped(4 << 20, sysctl)
+    said = [record.getMessage() for record in caplog.records]
+    assert said == (["net.core.wmem_max is 1048576: grafted connections get send buffers of 1048576 bytes, not "
+                     "the 4194304 of FREEFLOW_GRAFT_BUFFER; raise it (sysctl) for more tiny writes in flight"]
+                    if warned else [])
+
+
+def test_the_router_starts_when_wmem_max_cannot_be_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger=broker_module.__name__):
+        broker_module.warn_if_capped(4 << 20, tmp_path / "missing")
+    assert caplog.records == []
 
 
 def named_ends(ends: list[socket.socket]) -> list[tuple[int, str]]:
