@@ -98,7 +98,11 @@ class Lab:
             self.router.wait(10)
 
     def router_log(self) -> str:
-        return (self.run_dir.parent / "router.log").read_text()[-3000:]
+        """The end of the router's log, for assertion messages."""
+        return self.full_router_log()[-3000:]
+
+    def full_router_log(self) -> str:
+        return (self.run_dir.parent / "router.log").read_text()
 
     def python(self, ns: str, code: str, background: bool = False, timeout: float = 60):
         """Run Python `code` inside namespace `ns` (with freeflow importable)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from freeflow.router.server import MAX_CONNS_PER_SANDBOX
 from tests.integration.conftest import wait_for
 
 # A client in the lab namespace that sends each hex-encoded message of stdin on a fresh control
-# connection, then reports how the router answered (bytes received before EOF or timeout).
+# connection, then reports how the router answered: the bytes received before it closed, "?" when it reset the
+# connection, "hang" when it did neither within 2 s.
 SENDER = textwrap.dedent("""
     import socket, sys
     for line in sys.stdin:
@@ -29,11 +31,16 @@ SENDER = textwrap.dedent("""
             got = b""
             while chunk := s.recv(4096):
                 got += chunk
+            answer = len(got)
+        except TimeoutError:
+            answer = "hang"
         except OSError:
-            got = b"?"
+            answer = "?"
         s.close()
-        print(len(got), flush=True)
+        print(answer, flush=True)
 """)
+# What the router logs when it refuses a request (a malformed one, or one it could not carry out).
+REFUSED = re.compile(r"closing a control connection from \S+: |a request from \S+ failed: ")
 
 
 def header(op: int, length: int, magic: int = p.MAGIC, version: int = p.VERSION) -> bytes:
@@ -65,11 +72,16 @@ def send_fuzzed(lab, ns: str, drawn: st.SearchStrategy[bytes], max_examples: int
     @settings(max_examples=max_examples, deadline=None, suppress_health_check=list(HealthCheck))
     @given(drawn)
     def one(message: bytes) -> None:
+        refusals = refused(lab)
         sender.stdin.write(message.hex() + "\n")
         sender.stdin.flush()
         answer = sender.stdout.readline().strip()
-        assert answer.isdigit(), f"the router neither answered nor closed the connection within 2 s: {answer!r}"
+        assert answer != "hang", f"the router neither answered nor closed the connection within 2 s: {message!r}"
+        assert answer == "?" or answer.isdigit(), answer
         assert lab.router.poll() is None, lab.router_log()
+        if answer in ("0", "?") and whole(message):
+            wait_for(lambda: refused(lab) > refusals, 5,
+                     f"a log line saying why the router closed on {message!r} without an answer")
 
     try:
         one()
@@ -77,6 +89,21 @@ def send_fuzzed(lab, ns: str, drawn: st.SearchStrategy[bytes], max_examples: int
         sender.stdin.close()
         sender.wait(10)
     return baseline
+
+
+def refused(lab) -> int:
+    """How many requests the router's log says it refused so far."""
+    return len(REFUSED.findall(lab.full_router_log()))
+
+
+def whole(message: bytes) -> bool:
+    """Whether `message` holds at least one whole message by its header: the router read it all, so closing on
+    it without an answer is a refusal it must explain (a part of one ends in silence: the sender left)."""
+    if len(message) < p.HEADER.size:
+        return False
+    length = p.HEADER.unpack_from(message)[0]
+    return len(message) >= p.HEADER.size + length
+
 
 
 def test_fuzzed_control_messages_never_hurt_the_router(lab):
