@@ -107,11 +107,12 @@ class BoundedThreadWorker(ThreadWorker):  # type: ignore[misc]
 
         self.wsgi = read_first
 
-    def enqueue_req(self, conn: Any) -> None:
-        """Every connection, new or kept alive, passes here on its way to a thread."""
+    def handle(self, conn: Any) -> Any:
+        """Every request, on a new connection or one kept alive, in the thread that reads it: its deadline
+        starts here, not when it was queued for a thread (a whole request may wait there behind slow calls)."""
         bound_io(conn.sock, CLIENT_TIMEOUT)
         self.deadlines.arm(conn.sock)
-        super().enqueue_req(conn)
+        return super().handle(conn)
 
 
 class RootLogger(Logger):  # type: ignore[misc]

@@ -12,15 +12,22 @@ from pathlib import Path
 
 import pytest
 
+from freeflow.plugin.http_worker import CLIENT_TIMEOUT
+
 WORKER = "freeflow.plugin.http_worker.BoundedThreadWorker"
 THREADS = 2
 WAIT_S = 30.0  # far beyond CLIENT_TIMEOUT: a client that waits this long was never cut off
+SLOW_S = CLIENT_TIMEOUT + 2  # how long the test app takes to answer /Slow: a driver call stuck behind a lock
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     (tmp_path / "hello.py").write_text(
+        "import time\n"
         "def app(environ, start_response):\n"
+        "    if environ['PATH_INFO'] == '/Slow':\n"
+        "        with open('slow.log', 'a') as log: log.write('started\\n')\n"
+        f"        time.sleep({SLOW_S})\n"
         "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
         "    return [b'answered']\n")
     path, log = tmp_path / "g.sock", tmp_path / "gunicorn.log"
@@ -49,11 +56,40 @@ def _connect(path: Path) -> socket.socket:
 def _answers(path: Path) -> bool:
     try:
         with _connect(path) as sock:
-            sock.sendall(b"POST /Plugin.Activate HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
-            reply = b"".join(iter(lambda: sock.recv(4096), b""))
+            _request(sock, "/Plugin.Activate")
+            return _answered(sock)
     except OSError:
         return False
+
+
+def _request(sock: socket.socket, path: str) -> None:
+    sock.sendall(f"POST {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n".encode())
+
+
+def _answered(sock: socket.socket) -> bool:
+    reply = b"".join(iter(lambda: sock.recv(4096), b""))
     return reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"answered")
+
+
+def test_whole_requests_waiting_for_a_thread_are_answered_however_long_they_wait(server):
+    """A request that arrived whole waits for a free thread as long as the calls before it take (the driver
+    serves one at a time): only the time it takes to arrive is bounded, never the time it waits in the queue."""
+    path, log = server
+    slow = [_connect(path) for _ in range(THREADS)]
+    for sock in slow:
+        _request(sock, "/Slow")
+    started = path.parent / "slow.log"
+    deadline = time.monotonic() + WAIT_S
+    while not started.exists() or len(started.read_text().split()) < THREADS:  # every thread is busy
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    queued = [_connect(path) for _ in range(THREADS)]
+    for sock in queued:
+        _request(sock, "/Plugin.Activate")
+    for sock in slow + queued:
+        with sock:
+            assert _answered(sock), log.read_text()
+    assert "took over" not in log.read_text()
 
 
 def test_stalled_clients_are_cut_off_and_others_are_answered(server):
