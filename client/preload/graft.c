@@ -179,6 +179,17 @@ static int graft(int ctl, int fd, int role, struct in_addr peer, uint16_t peer_p
     uint64_t now = ff_now_ms();
     if (!e || (deadline && now >= deadline))
         return 0;
+    /* What the TCP socket answers, read before the GRAFT: past the handshake nothing may depend on the TCP
+     * connection, since the peer then gives up its end, and one with SO_LINGER {on, 0} resets it. */
+    struct ff_fd facts;
+    memset(&facts, 0, sizeof facts);
+    facts.local_len = sizeof facts.local;
+    facts.peer_len = sizeof facts.peer;
+    if (ff_real.getsockname(fd, (struct sockaddr *)&facts.local, &facts.local_len) < 0 ||
+        ff_real.getpeername(fd, (struct sockaddr *)&facts.peer, &facts.peer_len) < 0)
+        return 0;
+    facts.nodelay = int_option(fd, IPPROTO_TCP, TCP_NODELAY) > 0;
+    ff_grafted_take_options(&facts, fd);
     int s = ff_router_graft(ctl, role, peer, peer_port, port, deadline ? (int)(deadline - now) : FF_GRAFT_MS);
     if (s < 0) {
         ff_debug("fd %d: the router leaves " FF_ADDR_FMT " on the overlay", fd, FF_ADDR_ARGS(peer, peer_port));
@@ -189,18 +200,6 @@ static int graft(int ctl, int fd, int role, struct in_addr peer, uint16_t peer_p
         ff_real.close(s);
         return 0;
     }
-    /* What the TCP socket answers, before it goes. */
-    struct ff_fd facts;
-    memset(&facts, 0, sizeof facts);
-    facts.local_len = sizeof facts.local;
-    facts.peer_len = sizeof facts.peer;
-    if (ff_real.getsockname(fd, (struct sockaddr *)&facts.local, &facts.local_len) < 0 ||
-        ff_real.getpeername(fd, (struct sockaddr *)&facts.peer, &facts.peer_len) < 0) {
-        ff_real.close(s);
-        return 0;
-    }
-    facts.nodelay = int_option(fd, IPPROTO_TCP, TCP_NODELAY) > 0;
-    ff_grafted_take_options(&facts, fd);
     copy_socket_options(fd, s);
     if (!swap(fd, s)) {
         ff_debug("fd %d: swap failed: %s", fd, strerror(errno));

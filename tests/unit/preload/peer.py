@@ -4,12 +4,16 @@ They use only the socket module (so every call goes through libc and the library
 line per connection. Whether a connection really is grafted is asked of the kernel with a raw getsockopt
 system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a grafted socket.
 
-  peer.py server PORT [COUNT] [fork|slow|exec]
+  peer.py server PORT [COUNT] [fork|slow|exec|linger]
                                         listen on 0.0.0.0:PORT, answer each connection with the sha256
                                         of what it sent; `fork`: a child accepts, the parent closes;
                                         `slow`: the first accept comes only after SLOW_ACCEPT_S;
-                                        `exec`: the accepted socket is served by a new program (exec)
-  peer.py client IP PORT SIZE [MODE]    send SIZE random bytes, check the digest; MODE: blocking (default),
+                                        `exec`: the accepted socket is served by a new program (exec);
+                                        `linger`: the listener has SO_LINGER {on, 0}, which accepted
+                                        sockets inherit (a close resets the connection)
+  peer.py client IP PORT SIZE [MODE] [COUNT]
+                                        COUNT connections one after the other (default 1), each sending
+                                        SIZE random bytes and checking the digest; MODE: blocking (default),
                                         epoll (non-blocking connect, then epoll), epoll-first (the socket
                                         is in epoll before connect, edge-triggered, as nginx does),
                                         sendto (blocking, every send names the peer, as sockperf does),
@@ -19,7 +23,9 @@ system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a graft
                                         reused by a socket pair, which must answer as unix),
                                         trunc (blocking; the answer after its first 8 bytes is peeked
                                         and then discarded with recv(fd, NULL, n, MSG_TRUNC), as haproxy
-                                        drains a connection)
+                                        drains a connection),
+                                        linger (blocking, SO_LINGER {on, 0} set before connect, as
+                                        haproxy's nolinger and load generators do)
 """
 
 from __future__ import annotations
@@ -33,11 +39,13 @@ import os
 import platform
 import select
 import socket
+import struct
 import sys
 import time
 
 SYS_GETSOCKOPT = {"x86_64": 55, "aarch64": 209}[platform.machine()]
 SYS_CLOSE = {"x86_64": 3, "aarch64": 57}[platform.machine()]
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -98,6 +106,8 @@ SLOW_ACCEPT_S = 2.0
 def server(port: int, count: int = 1, how: str = "") -> None:
     listener = socket.create_server(("0.0.0.0", port))
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # accepted sockets inherit it
+    if how == "linger":
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
     print(json.dumps({"listening": port}), flush=True)
     if how == "exec":
         serve_one(listener, exec_after_accept=True)
@@ -178,8 +188,10 @@ def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, 6)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+    if mode == "linger":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
     started = time.monotonic()
-    if mode in ("blocking", "sendto", "fclose", "rawclose", "trunc"):
+    if mode in ("blocking", "sendto", "fclose", "rawclose", "trunc", "linger"):
         sock.connect((ip, port))
         connected = time.monotonic() - started
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -253,4 +265,5 @@ if __name__ == "__main__":
     elif role == "server":
         server(int(args[0]), int(args[1]) if len(args) > 1 else 1, args[2] if len(args) > 2 else "")
     else:
-        client(args[0], int(args[1]), int(args[2]), *args[3:])
+        for _ in range(int(args[4]) if len(args) > 4 else 1):
+            client(args[0], int(args[1]), int(args[2]), *args[3:4])

@@ -144,6 +144,24 @@ def test_connections_are_grafted_and_still_look_like_tcp(netns: Namespace, mode:
     assert "grafted" in [event["event"] for event in stop(router)]
 
 
+@pytest.mark.parametrize(("client_mode", "server_how"), [("linger", ""), ("blocking", "linger")])
+def test_connections_whose_close_resets_are_grafted_whole(netns: Namespace, client_mode: str, server_how: str):
+    """With SO_LINGER {on, 0} on one end, giving up its TCP socket resets the connection: the other end, past
+    the handshake that commits both to the socket pair, must not depend on that connection any more (it
+    did in 15-70% of connections here: both ends were left on dead sockets)."""
+    count = 60
+    router = netns.router("go")
+    server = netns.server(str(count), server_how)
+    client = netns.run(str(HERE / "peer.py"), "client", ADDRESS, str(PORT), "1000", client_mode, str(count))
+    out, err = client.communicate(timeout=HANG)
+    assert client.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    accepted = finish(server)
+    assert [(line["grafted"], line["digest_ok"]) for line in lines] == [(True, True)] * count, stop(router)
+    assert [line["grafted"] for line in accepted] == [True] * count
+    stop(router)
+
+
 @pytest.mark.parametrize("router", ["go", None])
 def test_recv_with_msg_trunc_discards_without_a_buffer_as_on_tcp(netns: Namespace, router: str | None) -> None:
     """haproxy drains a connection with recv(fd, NULL, n, MSG_TRUNC): a unix socket would fail with EFAULT."""
