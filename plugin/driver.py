@@ -109,6 +109,7 @@ class Kernel(Protocol):
     def delete_link(self, name: str) -> bool: ...
     def link_exists(self, name: str) -> bool: ...
     def links_with_prefix(self, prefix: str) -> list[str]: ...
+    def links_in_use(self) -> set[str]: ...
     def allow_bridge(self, bridge: str) -> None: ...
     def forget_bridge(self, bridge: str) -> None: ...
     def bridges_allowed(self, prefix: str) -> list[str]: ...
@@ -133,6 +134,7 @@ class Driver:
         self.on_change: list[Callable[[], None]] = []  # called after every saved change (ClusterSync.poke)
         self.stale_sandbox = stale_sandbox
         self.veth_lost: set[str] = set()  # joined endpoints whose veth is gone, already reported
+        self.kept_orphans: set[str] = set()  # links of ours the state does not name, kept while in use, reported
         self.sandbox_missing: dict[str, float] = {}  # endpoint -> when its sandbox was first seen missing
         # The address this host had when the plugin last ran (its networks' VXLAN source): the heartbeats use it
         # until Docker's discovery tells the address again, so that a restart does not let the lease run out.
@@ -247,9 +249,12 @@ class Driver:
                     log.info("network %s: %d remote endpoints", network.network_id[:12], len(wanted))
 
     def allocate_network(self, req: p.AllocateNetworkRequest) -> dict[str, Any]:
-        # Swarm managers: validate now, so a bad option fails at `docker network create`, and echo the
-        # options back, or they never reach the workers' CreateNetwork.
-        validate_options(p.CreateNetworkRequest(req.network_id, req.options).generic_options, ipv6=bool(req.ipv6))
+        # Swarm managers: validate now, so a network with a bad option stays unallocated (no container can
+        # attach to it, and the manager's log says why) instead of failing in every worker's CreateNetwork;
+        # and echo the options back, or they never reach the workers. Swarm sends the `-o` options as they
+        # are (a flat map), not nested under com.docker.network.generic as CreateNetwork does.
+        options = validate_options(req.options, ipv6=bool(req.ipv6))
+        log.info("allocated swarm network %s (options: %s)", req.network_id[:12], options or "none")
         return {"Options": req.options}
 
     # Endpoints.
@@ -386,12 +391,19 @@ class Driver:
                                    "deleted under its running container, which is now cut off from network "
                                    f"{network.network_id[:12]}: run `docker network disconnect` and `docker "
                                    "network connect` for it")
-            for prefix in OWNED_PREFIXES:
-                for name in self.kernel.links_with_prefix(prefix):
-                    if name not in bridges and name not in veths and OWNED_NAME.fullmatch(name):
-                        self.kernel.delete_link(name)
-                        repairs.append(f"removed orphan link {name}")
-            for bridge in allowed - bridges:
+            orphans = {name for prefix in OWNED_PREFIXES for name in self.kernel.links_with_prefix(prefix)
+                       if name not in bridges and name not in veths and OWNED_NAME.fullmatch(name)}
+            kept = orphans & self.kernel.links_in_use() if orphans else set()
+            for name in sorted(orphans - kept):
+                self.kernel.delete_link(name)
+                repairs.append(f"removed orphan link {name}")
+            for name in sorted(kept - self.kept_orphans):
+                repairs.append(f"kept link {name}, which no network or endpoint of the state file names: a running "
+                               "container's traffic goes through it (was the state file lost or replaced?). "
+                               "Recreate its network (docker network rm, then create) to bring it back under "
+                               "the plugin")
+            self.kept_orphans = kept
+            for bridge in allowed - bridges - kept:
                 if OWNED_NAME.fullmatch(bridge):  # an operator's own `ff-…` rule is not ours
                     self.kernel.forget_bridge(bridge)
                     repairs.append(f"removed orphan rule of {bridge}")

@@ -20,6 +20,7 @@ class HostKernel:
     delete_link = staticmethod(netlink.delete_link)
     link_exists = staticmethod(netlink.link_exists)
     links_with_prefix = staticmethod(netlink.links_with_prefix)
+    links_in_use = staticmethod(netlink.links_in_use)
     allow_bridge = staticmethod(firewall.allow_bridge)
     forget_bridge = staticmethod(firewall.forget_bridge)
     bridges_allowed = staticmethod(firewall.bridges_allowed)

@@ -47,18 +47,37 @@ def link_exists(name: str) -> bool:
         return _index(ipr, name) is not None
 
 
+def _links(ipr: IPRoute) -> list:
+    """Every link of the namespace, read again when links changed while the kernel listed them."""
+    attempt = 1
+    while True:
+        try:
+            return list(ipr.get_links())
+        except NetlinkDumpInterrupted:
+            if attempt == DUMP_TRIES:
+                raise
+            attempt += 1
+            log.debug("the list of links changed while it was read; reading it again")
+
+
 def links_with_prefix(prefix: str) -> list[str]:
     """Names of the links in this namespace starting with `prefix`."""
     with _ipr("list links") as ipr:
-        for attempt in range(1, DUMP_TRIES + 1):
-            try:
-                names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
-                break
-            except NetlinkDumpInterrupted:
-                if attempt == DUMP_TRIES:
-                    raise
-                log.debug("the list of links changed while it was read; reading it again")
-        return sorted(n for n in names if n and n.startswith(prefix))
+        names = [link.get_attr("IFLA_IFNAME") for link in _links(ipr)]
+    return sorted(n for n in names if n and n.startswith(prefix))
+
+
+def links_in_use() -> set[str]:
+    """Names of the links a running container's traffic goes through: each veth whose other end is in another
+    network namespace (the kernel names that namespace, IFLA_LINK_NETNSID), the bridge it is a port of, and
+    that bridge's other ports (its VXLAN device)."""
+    with _ipr("list links") as ipr:
+        links = _links(ipr)
+    crossing = {link["index"]: link.get_attr("IFLA_MASTER") for link in links
+                if link.get_attr("IFLA_LINK_NETNSID") is not None}
+    masters = set(crossing.values()) - {None, 0}
+    return {str(link.get_attr("IFLA_IFNAME")) for link in links
+            if link["index"] in crossing or link["index"] in masters or link.get_attr("IFLA_MASTER") in masters}
 
 
 def ensure_bridge(name: str, mtu: int, netns: str | None = None) -> None:

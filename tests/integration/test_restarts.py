@@ -12,6 +12,7 @@ from pathlib import Path
 from tests.integration.conftest import PLUGIN, container_ip, docker, inspect, ping, plugin_enabled, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
+RECONCILE_S = 5  # FREEFLOW_RECONCILE_INTERVAL of the installed plugin (its default)
 
 
 def _state_ids() -> str:
@@ -31,6 +32,29 @@ def test_plugin_disable_enable_keeps_containers_and_state(network, container):
     assert net_id in _state_ids()
     c = container("c", net)
     assert ping(c, a) and ping(a, container_ip(c, net))
+
+
+def test_a_lost_state_file_leaves_running_containers_connected(network, container):
+    """The plugin started without its state file (lost, or another state folder): the links its running
+    containers use are not removed as orphans."""
+    net = network("lost")
+    a = container("a", net)
+    b = container("b", net)
+    state = Path("/var/lib/freeflow/state.json")
+    aside = state.with_name("state.json.lost-by-test")
+    docker("plugin", "disable", "-f", PLUGIN)
+    try:
+        state.rename(aside)
+    finally:
+        docker("plugin", "enable", PLUGIN)
+    try:
+        time.sleep(RECONCILE_S + 1)  # the reconcile at start, and one more
+        assert ping(a, container_ip(b, net), count=1), "the containers keep their links"
+    finally:
+        docker("plugin", "disable", "-f", PLUGIN)
+        aside.replace(state)
+        docker("plugin", "enable", PLUGIN)
+    assert ping(a, container_ip(b, net), count=1)
 
 
 def _dockerd_pid() -> int | None:

@@ -7,7 +7,7 @@ import subprocess
 import textwrap
 from importlib.resources import files
 
-from tests.lab.conftest import HOSTS, LAB_DIR, directory_ips, lab, on, our_links, run_on, wait_for
+from tests.lab.conftest import DRIVER, HOSTS, LAB_DIR, directory_ips, lab, on, our_links, run_on, wait_for
 
 SINK = textwrap.dedent("""
     import hashlib, socket
@@ -78,6 +78,21 @@ def test_driver_options_reach_the_workers(swarm_network) -> None:
     net = swarm_network("-o", "com.docker.network.driver.mtu=1400")
     worker = run_on("h3", net, "w")
     assert "mtu 1400" in on("h3", "docker", "exec", worker, "ip", "link", "show", "eth0")
+
+
+def test_a_bad_driver_option_is_refused_by_the_managers_allocation() -> None:
+    """Swarm allocates a network after `docker network create` has returned: the manager's AllocateNetwork
+    refuses a bad option (its log names it, with the accepted ones), and no container can attach to it."""
+    name = "ffl-badopt"
+    on("h1", "docker", "network", "create", "-d", DRIVER, "--attachable", "-o", "bogus=1", name)
+    try:
+        wait_for(lambda: "unknown option 'bogus' for a freeflow network; accepted options: "
+                         "com.docker.network.driver.mtu" in (LAB_DIR / "h1" / "dockerd.log").read_text(),
+                 30, "the manager's refusal in its log")
+        answer = on("h1", "docker", "run", "--rm", "--network", name, "freeflow-tools", "true", check=False)
+        assert "attaching to network failed" in answer, answer
+    finally:
+        on("h1", "docker", "network", "rm", name, check=False)
 
 
 def test_udp_and_a_100_mb_tcp_transfer_cross_hosts_intact(swarm_network) -> None:

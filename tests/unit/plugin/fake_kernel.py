@@ -12,6 +12,7 @@ class FakeKernel:
         self.remotes: dict[str, set[tuple[str, str, str]]] = {}
         self.fail_on: str | None = None
         self.lost_sandboxes: set[str] = set()
+        self.in_use: set[str] = set()  # links that links_in_use() says a running container's traffic needs
 
     def ensure_bridge(self, name: str, mtu: int) -> None:
         if self.fail_on == name:
@@ -38,6 +39,9 @@ class FakeKernel:
 
     def links_with_prefix(self, prefix: str) -> list[str]:
         return sorted(n for n in self.links if n.startswith(prefix))
+
+    def links_in_use(self) -> set[str]:
+        return self.in_use & set(self.links)
 
     def allow_bridge(self, bridge: str) -> None:
         self.rules.add(bridge)

@@ -196,11 +196,18 @@ def test_stale_removals_succeed_for_unknown_ids(client, method, body):
 
 
 def test_allocate_network_echoes_options_and_validates(client):
-    options = {"com.docker.network.generic": {"com.docker.network.driver.mtu": "1400"}}
+    """Swarm's allocator sends the network's `-o` options as a flat map (swarmkit's cnmallocator copies
+    Spec.DriverConfig.Options), not nested as in CreateNetwork."""
+    options = {"com.docker.network.driver.mtu": "1400"}
     body = {"NetworkID": SWARM_NET, "Options": options, "IPv4Data": [], "IPv6Data": []}
     assert call(client, "NetworkDriver.AllocateNetwork", body) == (200, {"Options": options})
-    body["Options"] = {"com.docker.network.generic": {"bogus": "1"}}
-    assert call(client, "NetworkDriver.AllocateNetwork", body)[0] == 400
+    for bad in ({"bogus": "1"}, {"com.docker.network.driver.mtu": "12"}):
+        body["Options"] = bad
+        status, answer = call(client, "NetworkDriver.AllocateNetwork", body)
+        assert status == 400 and ("bogus" in answer["Err"] or "mtu" in answer["Err"]), answer
+    body["Options"] = {"com.docker.network.driver.mtu": "1279"}
+    body["IPv6Data"] = [{"AddressSpace": "GlobalDefault", "Pool": "fd00:1::/64", "Gateway": "fd00:1::1/64"}]
+    assert call(client, "NetworkDriver.AllocateNetwork", body)[0] == 400, "below IPv6's minimum MTU"
 
 
 def test_discovery_with_self(client):

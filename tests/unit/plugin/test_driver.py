@@ -62,6 +62,25 @@ def test_reconcile_removes_orphans_it_owns_only(tmp_path):
     assert len(repairs) == 3
 
 
+def test_reconcile_keeps_orphans_a_running_container_uses_and_says_so_once(tmp_path):
+    """A state file lost or replaced leaves every link unnamed: those a container's traffic goes through stay."""
+    kernel = FakeKernel()
+    kernel.links.update({"ff-deadbeef0000": {}, "ffhdeadbeef0000": {}, "ffxdeadbeef0000": {},
+                         "ff-feedbeef0000": {}, "ffhfeedbeef0000": {}})
+    kernel.rules.update({"ff-deadbeef0000", "ff-feedbeef0000"})
+    kernel.in_use = {"ff-deadbeef0000", "ffhdeadbeef0000", "ffxdeadbeef0000"}
+    driver = make(tmp_path, kernel)
+    repairs = driver.reconcile()
+    assert set(kernel.links) == kernel.in_use and kernel.rules == {"ff-deadbeef0000"}
+    assert sorted(line.split(",")[0] for line in repairs if line.startswith("kept")) == [
+        "kept link ff-deadbeef0000", "kept link ffhdeadbeef0000", "kept link ffxdeadbeef0000"]
+    assert driver.reconcile() == [], "said once"
+    kernel.in_use = set()  # its container went away
+    assert sorted(driver.reconcile()) == [
+        "removed orphan link ff-deadbeef0000", "removed orphan link ffhdeadbeef0000",
+        "removed orphan link ffxdeadbeef0000", "removed orphan rule of ff-deadbeef0000"]
+
+
 def test_delete_network_removes_its_endpoints(tmp_path):
     driver = make(tmp_path)
     driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
