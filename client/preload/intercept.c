@@ -469,16 +469,13 @@ FF_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 }
 
 /* shutdown: TCP's SHUT_RD stops only this side's reading, a socket pair's also the other end's writing
- * (its next send fails with EPIPE, or kills it with SIGPIPE): on a grafted socket SHUT_RD does nothing and
- * SHUT_RDWR shuts writing only. (A read after it then waits for data where TCP's returns 0.) */
+ * (its next send fails with EPIPE, or kills it with SIGPIPE): on a grafted socket SHUT_RD does nothing (a
+ * read after it then waits for data where TCP's returns 0). SHUT_RDWR goes through: it ends a read blocked
+ * in another thread, as on TCP, and the peer's writes fail one write sooner than TCP's, as after a close. */
 FF_EXPORT int shutdown(int fd, int how)
 {
     FF_INIT();
-    if (how != SHUT_WR && !ff_disabled && is_grafted(fd)) {
-        if (how == SHUT_RD)
-            return 0;
-        if (how == SHUT_RDWR)
-            how = SHUT_WR;
-    }
+    if (how == SHUT_RD && !ff_disabled && is_grafted(fd))
+        return 0;
     return ff_real.shutdown(fd, how);
 }

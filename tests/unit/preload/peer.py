@@ -25,7 +25,10 @@ system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a graft
                                         and then discarded with recv(fd, NULL, n, MSG_TRUNC), as haproxy
                                         drains a connection),
                                         linger (blocking, SO_LINGER {on, 0} set before connect, as
-                                        haproxy's nolinger and load generators do)
+                                        haproxy's nolinger and load generators do),
+                                        unblock (blocking; sends, then a thread waits for the answer
+                                        and the main one ends it with shutdown(SHUT_RDWR), as a server
+                                        stops its readers)
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import select
 import socket
 import struct
 import sys
+import threading
 import time
 
 SYS_GETSOCKOPT = {"x86_64": 55, "aarch64": 209}[platform.machine()]
@@ -96,8 +100,12 @@ def answer(conn: socket.socket, addr: list) -> None:
         digest = hashlib.sha256()
         while chunk := conn.recv(1 << 16):
             digest.update(chunk)
-        conn.sendall(digest.hexdigest().encode())
-        print(json.dumps({**line, "accepted_addr": addr}), flush=True)
+        try:
+            conn.sendall(digest.hexdigest().encode())
+            answered = True
+        except (BrokenPipeError, ConnectionResetError):  # the client shut its reading down (mode unblock)
+            answered = False
+        print(json.dumps({**line, "accepted_addr": addr, "answered": answered}), flush=True)
 
 
 SLOW_ACCEPT_S = 2.0
@@ -140,6 +148,19 @@ def transfer_blocking(sock: socket.socket, data: bytes, sendto: bool = False) ->
     while chunk := sock.recv(128):
         answer += chunk
     return answer
+
+
+def read_after_shutdown(sock: socket.socket, data: bytes) -> list[str]:
+    """What a thread blocked in recv() reads once another shuts the socket down both ways: [""] (the end of
+    the stream) on TCP; [] when it is still blocked."""
+    sock.sendall(data)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(sock.recv(128).decode()), daemon=True)
+    reader.start()
+    time.sleep(0.2)  # into its recv (if not yet, it reads after the shutdown: the answer is the same)
+    sock.shutdown(socket.SHUT_RDWR)
+    reader.join(5)
+    return got
 
 
 def transfer_truncated(sock: socket.socket, data: bytes) -> tuple[bytes, list[object]]:
@@ -191,7 +212,7 @@ def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
     if mode == "linger":
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
     started = time.monotonic()
-    if mode in ("blocking", "sendto", "fclose", "rawclose", "trunc", "linger"):
+    if mode in ("blocking", "sendto", "fclose", "rawclose", "trunc", "linger", "unblock"):
         sock.connect((ip, port))
         connected = time.monotonic() - started
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -199,6 +220,8 @@ def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
         line = facts(sock)
         if mode == "trunc":
             answer, line["truncated"] = transfer_truncated(sock, data)
+        elif mode == "unblock":
+            answer, line["read_after_shutdown"] = b"", read_after_shutdown(sock, data)
         else:
             answer = transfer_blocking(sock, data, sendto=mode == "sendto")
     else:

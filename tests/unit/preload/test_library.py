@@ -163,6 +163,21 @@ def test_connections_whose_close_resets_are_grafted_whole(netns: Namespace, clie
 
 
 @pytest.mark.parametrize("router", ["go", None])
+def test_shutdown_both_ways_ends_a_read_blocked_in_another_thread_as_on_tcp(netns: Namespace, router: str | None):
+    """A server stops a reader thread with shutdown(SHUT_RDWR); on a grafted socket that shut writing only,
+    and the read waited for the peer."""
+    running = netns.router(router) if router else None
+    server = netns.server()
+    line = netns.client(1000, "unblock")
+    [accepted] = finish(server)
+    assert line["grafted"] is (router is not None), stop(running) if running else line
+    assert line["read_after_shutdown"] == [""], line
+    assert accepted["answered"] is (router is None), "a socket pair refuses the write at once, TCP one later"
+    if running:
+        stop(running)
+
+
+@pytest.mark.parametrize("router", ["go", None])
 def test_recv_with_msg_trunc_discards_without_a_buffer_as_on_tcp(netns: Namespace, router: str | None) -> None:
     """haproxy drains a connection with recv(fd, NULL, n, MSG_TRUNC): a unix socket would fail with EFAULT."""
     running = netns.router(router) if router else None
