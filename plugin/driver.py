@@ -151,7 +151,14 @@ class Driver:
         return self.host_address or self.saved_address
 
     def _save(self) -> None:
-        self.store.save(self.state)
+        """Write the state; when that fails, the change is undone in memory too (the state is read back from
+        the file), or the next save would write what dockerd was told had failed."""
+        try:
+            self.store.save(self.state)
+        except OSError as exc:
+            self.state = self.store.load()
+            raise DriverError(f"cannot write the state file {self.store.path}: {exc.strerror or exc}; "
+                              "the change is undone") from exc
         for callback in self.on_change:
             callback()
 
@@ -384,8 +391,11 @@ class Driver:
                     self.kernel.ensure_veth(endpoint.host_veth, endpoint.container_veth, network.bridge,
                                             network.mtu, endpoint.mac)
                     repairs.append(f"recreated veth {endpoint.host_veth}")
-                elif endpoint.endpoint_id not in self.veth_lost:
+                elif (endpoint.endpoint_id not in self.veth_lost
+                      and self.kernel.sandbox_exists(endpoint.sandbox_key)):
                     # Its other end was inside the container, configured by dockerd: only a reconnect rebuilds it.
+                    # (With the namespace gone too, the container is: dockerd's Leave, or the lost-sandbox pass,
+                    # follows.)
                     self.veth_lost.add(endpoint.endpoint_id)
                     repairs.append(f"the veth {endpoint.host_veth} of endpoint {endpoint.endpoint_id[:12]} was "
                                    "deleted under its running container, which is now cut off from network "

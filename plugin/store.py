@@ -53,6 +53,11 @@ class State:
         return [ep for ep in self.endpoints.values() if ep.network_id == network_id]
 
 
+# What an operator can do about a state file the plugin cannot read.
+REMEDY = ("; to start without it, move it aside: running containers keep their links, and the networks that "
+          "`docker network ls --filter driver=freeflow` lists must then be removed and created again")
+
+
 class Store:
     """Loads and saves `State` under `state_dir/state.json`."""
 
@@ -66,20 +71,21 @@ class Store:
         except FileNotFoundError:
             return State()
         except (OSError, ValueError) as exc:
-            raise DriverError(f"cannot read the state file {self.path}: {exc}") from exc
+            raise DriverError(f"cannot read the state file {self.path}: {exc}{REMEDY}") from exc
         if not isinstance(raw, dict):
             raise DriverError(f"the state file {self.path} is damaged: it holds a JSON {type(raw).__name__}, "
-                              "not an object")
+                              f"not an object{REMEDY}")
         if raw.get("version") != FORMAT_VERSION:
             raise DriverError(f"{self.path} has format version {raw.get('version')!r}; "
-                              f"this plugin reads version {FORMAT_VERSION}")
+                              f"this plugin reads version {FORMAT_VERSION}{REMEDY}")
         try:
             return State(
                 networks={k: Network(**v) for k, v in raw["networks"].items()},
                 endpoints={k: Endpoint(**v) for k, v in raw["endpoints"].items()},
             )
         except (KeyError, TypeError, AttributeError) as exc:  # AttributeError: a list where an object belongs
-            raise DriverError(f"the state file {self.path} is damaged: {exc}") from exc
+            raise DriverError(f"the state file {self.path} is damaged or from another version of the plugin: "
+                              f"{exc}{REMEDY}") from exc
 
     def save(self, state: State) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

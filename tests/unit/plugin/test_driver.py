@@ -196,3 +196,48 @@ def test_a_deleted_veth_under_a_running_container_is_reported_once(tmp_path):
     assert kernel.link_exists(veth_names(EP)[0]) and driver.reconcile() == []
     kernel.delete_link(veth_names(EP)[0])
     assert len(driver.reconcile()) == 1, "lost again after the repair: said again"
+
+
+def test_after_a_reboot_a_joined_endpoints_missing_veth_is_not_said_to_cut_off_a_running_container(tmp_path):
+    """Its namespace went with the reboot: no container is running on it, dockerd's Leave follows."""
+    kernel = FakeKernel()
+    driver = make(tmp_path, kernel)
+    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
+    driver.join(p.JoinRequest(NET, EP, "/var/run/docker/netns/c1"))
+    rebooted = FakeKernel()
+    rebooted.lost_sandboxes.add("/var/run/docker/netns/c1")
+    assert [line for line in make(tmp_path, rebooted).reconcile() if "running container" in line] == []
+
+
+class FullDisk(Store):
+    """A state folder that refuses the next `failures` writes."""
+
+    failures = 0
+
+    def save(self, state) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(28, "No space left on device")
+        super().save(state)
+
+
+def test_a_change_whose_state_cannot_be_written_is_undone_and_said_so(tmp_path):
+    store = FullDisk(tmp_path)
+    driver = Driver(store, FakeKernel())
+    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    store.failures = 1
+    with pytest.raises(DriverError, match=r"cannot write the state file .*No space left on device; the change is"):
+        driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
+    assert EP not in driver.state.endpoints, "not in memory either: the next save would have written it"
+    other = create_network_body()
+    other["NetworkID"] = "f" * 64
+    driver.create_network(p.CreateNetworkRequest.parse(other))
+    assert EP not in make(tmp_path).state.endpoints
+    assert f"removed orphan link {veth_names(EP)[0]}" in driver.reconcile(), "its veth goes with the next pass"
+
+
+def test_a_state_file_that_cannot_be_read_says_what_to_do(tmp_path):
+    (tmp_path / "state.json").write_text('{"version": 1, "networks": {')
+    with pytest.raises(DriverError, match="move it aside: running containers keep their links"):
+        make(tmp_path)
