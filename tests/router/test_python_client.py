@@ -248,6 +248,7 @@ def test_tcp_options_and_sendto_answer_as_tcp_on_a_grafted_socket(lab):
 
 
 def test_one_accelerated_side_is_enough_to_connect_either_way(lab):
+    lab.extra_env["FREEFLOW_GRAFT_WAIT"] = "30"  # a client kept waiting would wait for its own bound, 2 s
     a, b = hosts(lab)
     installed = serve(lab, b, SERVER.format(setup=INSTALL, port=7500))
     plain = serve(lab, b, SERVER.format(setup="", port=7501))
@@ -259,7 +260,7 @@ def test_one_accelerated_side_is_enough_to_connect_either_way(lab):
     for mine in (to_installed, from_installed):
         assert (mine["grafted"], mine["unix"], mine["ok"]) == (False, False, True)
     assert from_installed["peer"] == ["10.213.0.2", 7501]
-    assert from_installed["seconds"] < 0.4, "a server without FreeFlow must not make the client wait"
+    assert from_installed["seconds"] < 1.0, "a server without FreeFlow must not make the client wait"
 
 
 def test_freeflow_disable_leaves_sockets_alone(lab):

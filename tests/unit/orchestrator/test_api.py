@@ -28,6 +28,16 @@ def client(directory):
     return create_app(directory, TOKEN, lease_ttl=15, expire_every=None).test_client()
 
 
+def parked(client, count: int = 1) -> None:
+    """Wait until `count` watches long-poll, then a little more: into the directory's own wait, so that the
+    change a test makes next wakes them (a change made before that would be found at once)."""
+    deadline = time.monotonic() + 10
+    while client.get("/v1/health").get_json()["long_polls"] < count:
+        assert time.monotonic() < deadline, "the watcher never long-polled"
+        time.sleep(0.05)
+    time.sleep(0.2)
+
+
 def put(client, path, body, auth=True):
     response = client.put(path, data=json.dumps(body), headers=AUTH if auth else {})
     return response.status_code, response.get_json()
@@ -93,7 +103,7 @@ def test_a_watcher_wakes_up_on_a_change(client, directory):
     answers = []
     watcher = threading.Thread(target=lambda: answers.append(client.get(f"/v1/watch?since={revision}&wait=10")))
     watcher.start()
-    time.sleep(0.2)
+    parked(client)
     put(client, "/v1/endpoints/ep1", endpoint(0))
     watcher.join(5)
     changes = answers[0].get_json()["changes"]
@@ -109,10 +119,7 @@ def test_watches_beyond_the_long_poll_slots_are_answered_at_once_and_told_to_wai
     answers = []
     holder = threading.Thread(target=lambda: answers.append(client.get(f"/v1/watch?since={revision}&wait=10")))
     holder.start()
-    for _ in range(100):  # until the holder has the one slot
-        if client.get("/v1/health").get_json()["long_polls"] == 1:
-            break
-        time.sleep(0.05)
+    parked(client)  # the holder has the one slot
     busy = client.get(f"/v1/watch?since={revision - 1}&wait=10").get_json()
     assert busy["busy"] is True and [c["key"] for c in busy["changes"]] == ["h1"] and not busy["reset"]
     assert put(client, "/v1/hosts/h1", {"address": "10.99.0.9", "rdma": False})[0] == 200  # wakes the holder

@@ -1,6 +1,8 @@
 """The orchestrator load test itself (a real orchestrator process on loopback), at a size fit for the suite;
 `freeflow bench --orchestrator` runs it at 100 hosts x 100 endpoints. No timing is asserted here."""
 
+import math
+
 from freeflow.bench.orchestrator_load import run_orchestrator_load
 
 
@@ -9,4 +11,4 @@ def test_every_watcher_sees_the_change_and_every_number_is_reported() -> None:
     assert result["endpoints"] == 200 and result["hosts"] == 10
     assert result["watchers_notified"] == 10, "a watcher missed the change"
     for key in ("register_s", "lookup_p50_ms", "lookup_p99_ms", "notify_max_ms", "notify_p99_ms"):
-        assert result[key] >= 0, key
+        assert math.isfinite(result[key]) and result[key] > 0, (key, result[key])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 
 import pytest
 
@@ -47,14 +46,28 @@ def test_a_write_for_a_host_without_a_lease_is_refused_inside_the_write():
 
 
 
+class Parked(threading.Condition):
+    """The directory's condition, telling when a watcher waits on it (the write after that finds it waiting:
+    the watcher holds the lock until its wait lets go of it)."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        super().__init__(lock)
+        self.waiting = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting.set()
+        return super().wait(timeout)
+
+
 def test_a_watcher_whose_changes_were_pruned_while_it_waited_is_reset():
     directory = SqliteDirectory(kept_changes=5)
+    directory.changed = parked = Parked(directory.lock)
     directory.heartbeat(Host("h1", "10.99.0.1", False), ttl=60)
     since = directory.revision()
     answers = []
     watcher = threading.Thread(target=lambda: answers.append(directory.changes_since(since, wait=10)))
     watcher.start()
-    time.sleep(0.2)  # the watcher waits
+    assert parked.waiting.wait(10), "the watcher waits"
     directory.replace_host_endpoints("h1", [
         Endpoint(f"ep{n}", NET, f"10.0.0.{n + 2}", f"02:42:0a:00:00:{n + 2:02x}", "h1") for n in range(10)])
     watcher.join(10)

@@ -7,7 +7,8 @@ system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a graft
   peer.py server PORT [COUNT] [fork|slow|exec|linger]
                                         listen on 0.0.0.0:PORT, answer each connection with the sha256
                                         of what it sent; `fork`: a child accepts, the parent closes;
-                                        `slow`: the first accept comes only after SLOW_ACCEPT_S;
+                                        `slow`: the first accept comes only once the file named by
+                                        $PEER_CONNECTED_MARK exists (clients make it after connect);
                                         `exec`: the accepted socket is served by a new program (exec);
                                         `linger`: the listener has SO_LINGER {on, 0}, which accepted
                                         sockets inherit (a close resets the connection)
@@ -108,7 +109,8 @@ def answer(conn: socket.socket, addr: list) -> None:
         print(json.dumps({**line, "accepted_addr": addr, "answered": answered}), flush=True)
 
 
-SLOW_ACCEPT_S = 2.0
+CONNECTED_MARK = "PEER_CONNECTED_MARK"  # a file a client makes once its connect returned, if this names one
+MARK_WAIT_S = 120.0
 
 
 def server(port: int, count: int = 1, how: str = "") -> None:
@@ -119,8 +121,11 @@ def server(port: int, count: int = 1, how: str = "") -> None:
     print(json.dumps({"listening": port}), flush=True)
     if how == "exec":
         serve_one(listener, exec_after_accept=True)
-    if how == "slow":  # a busy event loop: clients connect (the kernel completes it) long before the accept
-        time.sleep(SLOW_ACCEPT_S)
+    if how == "slow":  # a busy event loop: the first accept comes only once the client's connect returned
+        mark = os.environ[CONNECTED_MARK]
+        deadline = time.monotonic() + MARK_WAIT_S
+        while not os.path.exists(mark) and time.monotonic() < deadline:
+            time.sleep(0.05)
     fork = how == "fork"
     if fork:
         child = os.fork()
@@ -201,6 +206,12 @@ def transfer_epoll(sock: socket.socket, ep: select.epoll, data: bytes) -> bytes:
         answer += chunk
 
 
+def _mark_connected() -> None:
+    if CONNECTED_MARK in os.environ:
+        with open(os.environ[CONNECTED_MARK], "w"):
+            pass
+
+
 def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
     data = os.urandom(size)
     sock = socket.socket()
@@ -215,6 +226,7 @@ def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
     if mode in ("blocking", "sendto", "fclose", "rawclose", "trunc", "linger", "unblock"):
         sock.connect((ip, port))
         connected = time.monotonic() - started
+        _mark_connected()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)  # and after
         line = facts(sock)
@@ -230,6 +242,7 @@ def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
         if mode == "epoll-first":
             ep.register(sock.fileno(), select.EPOLLIN | select.EPOLLOUT | select.EPOLLET)
         code = sock.connect_ex((ip, port))
+        _mark_connected()
         if mode == "epoll":
             ep.register(sock.fileno(), select.EPOLLOUT)
         events = ep.poll(5)

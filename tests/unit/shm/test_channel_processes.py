@@ -237,7 +237,11 @@ def test_a_sender_killed_inside_a_message_is_reported(spawn: Spawn) -> None:
         time.sleep(60)
 
     channel, pid = spawn(half_a_message)
-    kill_later(pid, 0.2)
+    deadline = time.monotonic() + 30
+    while channel._rx.readable() < 1004:  # killed once it has sent it all, however late it ran
+        assert time.monotonic() < deadline, "the sender never sent its half message"
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
     with pytest.raises(EndOfChannel, match="got 1000 of 10485760"):
         channel.recv_msg()
     assert exit_code(pid) == -signal.SIGKILL
