@@ -18,8 +18,31 @@ def test_values_come_from_the_environment():
     assert settings.scope == "global" and settings.reconcile_interval == 0.5
 
 
-@pytest.mark.parametrize("env, value", [("FREEFLOW_SCOPE", "planet"), ("FREEFLOW_RECONCILE_INTERVAL", "-1"),
-                                        ("FREEFLOW_LOG_LEVEL", "LOUD")])
-def test_bad_values_name_the_variable(env, value):
-    with pytest.raises(SettingsError, match=env):
+@pytest.mark.parametrize("env, value, said", [
+    ("FREEFLOW_SCOPE", "planet", "must be 'local'"),
+    ("FREEFLOW_RECONCILE_INTERVAL", "-1", "must be greater than zero"),
+    ("FREEFLOW_LOG_LEVEL", "LOUD", "must be one of DEBUG"),
+    ("FREEFLOW_GRAFT_PORT", "0", "must be a TCP port"),
+    ("FREEFLOW_GRAFT_PORT", "70000", "must be a TCP port"),
+    ("FREEFLOW_GRAFT_PORT", "x", "invalid literal"),
+    ("FREEFLOW_ROUTER", "maybe", "must be 1 or 0"),
+    ("FREEFLOW_CHANNEL_MEMORY", "0", "whole number greater than zero"),
+    ("FREEFLOW_BRIDGE_TIMEOUT", "1.5", "invalid literal"),
+    ("FREEFLOW_ORCHESTRATOR_THREADS", "0", "whole number greater than zero"),
+    ("FREEFLOW_LEASE_TTL", "0", "must be greater than zero"),
+    ("FREEFLOW_GRAFT_BUFFER", "-4", "whole number greater than zero"),
+])
+def test_bad_values_name_the_variable_and_what_it_takes(env, value, said):
+    with pytest.raises(SettingsError, match=env) as raised:
         load_settings({env: value})
+    assert said in str(raised.value) and f"{value!r} is invalid" in str(raised.value)
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("on", True), ("YES", True), ("0", False), ("off", False)])
+def test_switches_take_the_usual_spellings(value, expected):
+    assert load_settings({"FREEFLOW_ROUTER": value}).router is expected
+
+
+def test_an_unknown_override_is_refused():
+    with pytest.raises(SettingsError, match="unknown settings: bogus"):
+        load_settings({}, bogus=1)

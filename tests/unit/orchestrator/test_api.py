@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from freeflow.orchestrator.app import create_app
+from freeflow.orchestrator.app import create_app, watch_slots_for
 from freeflow.orchestrator.client import follow
 from freeflow.orchestrator.schema import Endpoint, Host, Listener
 
@@ -278,3 +278,9 @@ def test_a_hosts_listener_report_replaces_its_listeners_only(client, directory):
     assert put(client, "/v1/hosts/h1/listeners", {"listeners": "no"})[0] == 400
     directory.expire(now=10**12)
     assert client.get("/v1/listeners").get_json()["listeners"] == []
+
+
+@pytest.mark.parametrize(("threads", "slots"), [(256, 224), (64, 32), (40, 20), (3, 2), (2, 1), (1, 1)])
+def test_long_polls_leave_threads_for_everything_else(threads: int, slots: int) -> None:
+    """README: 32 of FREEFLOW_ORCHESTRATOR_THREADS (half, below 64) never long-poll; one always may."""
+    assert watch_slots_for(threads) == slots
