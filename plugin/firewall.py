@@ -1,6 +1,7 @@
 """The one iptables rule each network needs: dockerd sets FORWARD to DROP, and bridged frames pass it.
 
-Frames between two ports of a freeflow bridge are accepted; nothing else is touched.
+Frames between two ports of a freeflow bridge are accepted; nothing else is touched. The rule goes right after
+Docker's jump to DOCKER-USER, as Docker's own bridge rules do, so the operator's rules there still apply.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from freeflow.plugin.errors import DriverError
 log = logging.getLogger(__name__)
 
 _RULE = re.compile(r"-A FORWARD -i (\S+) -o (\S+) -j ACCEPT")
+DOCKER_USER_JUMP = "-A FORWARD -j DOCKER-USER"
 
 
 def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
@@ -25,14 +27,27 @@ def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _rule(bridge: str) -> list[str]:
-    return ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
+    return ["-i", bridge, "-o", bridge, "-j", "ACCEPT"]
+
+
+def _forward_rules() -> list[str]:
+    listing = _iptables("-S", "FORWARD")
+    if listing.returncode != 0:
+        raise DriverError(f"iptables could not list FORWARD: {listing.stderr.strip()}")
+    return [line.strip() for line in listing.stdout.splitlines() if line.startswith("-A FORWARD ")]
+
+
+def _after_docker_user() -> int:
+    """The rule number right after FORWARD's first jump to DOCKER-USER; 1 when there is none."""
+    rules = _forward_rules()
+    return rules.index(DOCKER_USER_JUMP) + 2 if DOCKER_USER_JUMP in rules else 1
 
 
 def allow_bridge(bridge: str) -> None:
     """Accept forwarding within `bridge` (idempotent)."""
-    if _iptables("-C", *_rule(bridge)).returncode == 0:
+    if _iptables("-C", "FORWARD", *_rule(bridge)).returncode == 0:
         return
-    done = _iptables("-I", *_rule(bridge))
+    done = _iptables("-I", "FORWARD", str(_after_docker_user()), *_rule(bridge))
     if done.returncode != 0:
         raise DriverError(f"iptables refused the forwarding rule for {bridge}: {done.stderr.strip()}")
     log.info("accepting forwarding within %s", bridge)
@@ -40,18 +55,15 @@ def allow_bridge(bridge: str) -> None:
 
 def forget_bridge(bridge: str) -> None:
     """Remove the rule of `bridge`, every copy of it; nothing to do when absent."""
-    while _iptables("-D", *_rule(bridge)).returncode == 0:
+    while _iptables("-D", "FORWARD", *_rule(bridge)).returncode == 0:
         log.info("removed the forwarding rule of %s", bridge)
 
 
 def bridges_allowed(prefix: str) -> list[str]:
     """Bridges named `prefix…` that have a rule."""
-    listing = _iptables("-S", "FORWARD")
-    if listing.returncode != 0:
-        raise DriverError(f"iptables could not list FORWARD: {listing.stderr.strip()}")
     found = []
-    for line in listing.stdout.splitlines():
-        match = _RULE.fullmatch(line.strip())
+    for line in _forward_rules():
+        match = _RULE.fullmatch(line)
         if match and match[1] == match[2] and match[1].startswith(prefix):
             found.append(match[1])
     return found

@@ -29,6 +29,37 @@ def test_create_inspect_rm_leaves_no_netlink_object(network):
     assert bridge not in subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True).stdout
 
 
+def _forward_rules() -> list[str]:
+    listing = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True, check=True).stdout
+    return [line.strip() for line in listing.splitlines() if line.startswith("-A FORWARD ")]
+
+
+def test_the_forwarding_rule_leaves_docker_user_in_force_and_is_put_back_when_deleted(network, container):
+    """As with Docker's own bridges, an operator's DOCKER-USER rules apply to a freeflow network's traffic;
+    a rule deleted behind the plugin's back is put back (at its place) within FREEFLOW_RECONCILE_INTERVAL."""
+    net = network("fwd")
+    a = container("a", net)
+    b = container("b", net)
+    bridge = "ff-" + inspect("network", net)["Id"][:12]
+    ours = ["-i", bridge, "-o", bridge, "-j", "ACCEPT"]
+
+    def in_place() -> bool:
+        rules = _forward_rules()
+        rule = "-A FORWARD " + " ".join(ours)
+        return rule in rules and rules.index("-A FORWARD -j DOCKER-USER") < rules.index(rule)
+
+    assert in_place(), _forward_rules()
+    operators = ["DOCKER-USER", "-i", bridge, "-o", bridge, "-p", "icmp", "-j", "DROP"]
+    subprocess.run(["iptables", "-I", *operators], check=True)
+    try:
+        assert not ping(a, container_ip(b, net), count=1), "the operator's DOCKER-USER rule was bypassed"
+    finally:
+        subprocess.run(["iptables", "-D", *operators], check=True)
+    subprocess.run(["iptables", "-D", "FORWARD", *ours], check=True)
+    wait_for(in_place, 30, "the plugin to put its rule back")
+    assert ping(a, container_ip(b, net), count=1)
+
+
 def test_ping_by_ip_and_by_name(network, container):
     net = network()
     a = container("a", net)
