@@ -238,7 +238,7 @@ int ff_graft_connect(int fd, const struct sockaddr *addr, socklen_t len, struct 
     int status = ff_real.fcntl(fd, F_GETFL);
     int nonblocking = status >= 0 && (status & O_NONBLOCK);
     uint64_t deadline = ff_now_ms() + (nonblocking ? FF_NONBLOCK_MS : FF_GRAFT_MS);
-    int ctl = ff_router_open();
+    int ctl = ff_router_open(0);
     if (ctl < 0)
         goto plain;
     uint16_t sport = local_port(fd);
@@ -311,7 +311,7 @@ static void keep_registered(int fd, struct ff_fd *l)
     }
     if (ff_now_ms() < l->retry_ms || __atomic_exchange_n(&l->registering, 1, __ATOMIC_ACQ_REL))
         return;
-    int ctl = ff_router_open();
+    int ctl = ff_router_open(0);
     if (ctl >= 0 && ff_router_listen(ctl, l->port, l->backlog) == 0) {
         /* The registration lives as long as the listening socket, across exec too when it does. */
         int flags = ff_real.fcntl(fd, F_GETFD);
@@ -389,7 +389,7 @@ void ff_graft_accepted(int listener, int fd)
     if (ff_real.getpeername(fd, (struct sockaddr *)&peer, &len) < 0 ||
         !ff_container_address((struct sockaddr *)&peer, len, &ip, &peer_port))
         goto out;
-    int ctl = ff_router_open();
+    int ctl = ff_router_open(1);
     if (ctl < 0)
         goto out;
     graft(ctl, fd, FF_ROLE_SERVER, ip, peer_port, l->port, 0);

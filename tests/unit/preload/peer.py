@@ -4,14 +4,17 @@ They use only the socket module (so every call goes through libc and the library
 line per connection. Whether a connection really is grafted is asked of the kernel with a raw getsockopt
 system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a grafted socket.
 
-  peer.py server PORT [COUNT] [fork|slow|exec|linger]
+  peer.py server PORT [COUNT] [fork|slow|exec|linger|skipping]
                                         listen on 0.0.0.0:PORT, answer each connection with the sha256
                                         of what it sent; `fork`: a child accepts, the parent closes;
                                         `slow`: the first accept comes only once the file named by
                                         $PEER_CONNECTED_MARK exists (clients make it after connect);
                                         `exec`: the accepted socket is served by a new program (exec);
                                         `linger`: the listener has SO_LINGER {on, 0}, which accepted
-                                        sockets inherit (a close resets the connection)
+                                        sockets inherit (a close resets the connection); `skipping`:
+                                        once listening, one connect of its own (to PORT + 1, where
+                                        nothing listens) meets a slow router, so the library skips the
+                                        router for a while before the accepts
   peer.py client IP PORT SIZE [MODE] [COUNT]
                                         COUNT connections one after the other (default 1), each sending
                                         SIZE random bytes and checking the digest; MODE: blocking (default),
@@ -118,6 +121,9 @@ def server(port: int, count: int = 1, how: str = "") -> None:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # accepted sockets inherit it
     if how == "linger":
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+    if how == "skipping":
+        with socket.socket() as own, contextlib.suppress(ConnectionRefusedError):
+            own.connect(("10.199.0.1", port + 1))
     print(json.dumps({"listening": port}), flush=True)
     if how == "exec":
         serve_one(listener, exec_after_accept=True)

@@ -3,7 +3,8 @@
 Speaks freeflow.router.protocol and pairs INTENT/GRAFT by (client port, server port), everything being in
 one namespace. Modes: `go` (pair whatever asks), `overlay` (never graft), `silent` (accept, never answer),
 `half` (on a pair, give only the client its end). Prints one JSON line per event on stdout. The wait for
-the second GRAFT of a pair is STANDIN_GRAFT_WAIT seconds (0.5 by default, as the router's).
+the second GRAFT of a pair is STANDIN_GRAFT_WAIT seconds (0.5 by default, as the router's); the answer to
+the first INTENT comes STANDIN_FIRST_INTENT_DELAY seconds late (0 by default: a router slow once).
 
 Run: python3 standin_router.py MODE   (prints {"event": "ready"} once bound)
 """
@@ -22,6 +23,7 @@ from freeflow.router import protocol as p
 
 ADDRESS = "10.199.0.1"  # the namespace's one address (test_library.ADDRESS)
 GRAFT_WAIT = float(os.environ.get("STANDIN_GRAFT_WAIT", "0.5"))
+FIRST_INTENT_DELAY = float(os.environ.get("STANDIN_FIRST_INTENT_DELAY", "0"))
 
 
 def say(**event: object) -> None:
@@ -40,6 +42,7 @@ class Standin:
         self.listeners: dict[int, set[socket.socket]] = {}
         self.flows: dict[tuple[int, int], float] = {}  # (client port, server port) -> deadline
         self.waiting: dict[tuple[int, int], dict[int, socket.socket]] = {}
+        self.intent_delay = FIRST_INTENT_DELAY
 
     def reply(self, conn: socket.socket, message: p.Message, fd: socket.socket | None = None) -> None:
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd.fileno()]))] if fd else []
@@ -64,6 +67,8 @@ class Standin:
             if go:
                 self.flows[(msg.src_port, msg.dst_port)] = time.monotonic() + 5
             say(event="intent", dst=f"{msg.dst_ip}:{msg.dst_port}", src_port=msg.src_port, go=go)
+            time.sleep(self.intent_delay)
+            self.intent_delay = 0
             self.reply(conn, p.VerdictReply(p.Verdict.GO if go else p.Verdict.OVERLAY, 0, 0))
         elif isinstance(msg, p.Graft):
             key = (msg.local_port, msg.peer_port) if msg.role == p.Role.CLIENT else (msg.peer_port, msg.local_port)

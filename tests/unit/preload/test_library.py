@@ -162,6 +162,32 @@ def test_connections_whose_close_resets_are_grafted_whole(netns: Namespace, clie
     stop(router)
 
 
+def test_a_process_skipping_a_slow_router_still_grafts_what_it_accepts(netns: Namespace) -> None:
+    """After a reply that came too late, the library skips the router for new connections of its own; the
+    GRAFT of an accepted connection is not skipped, since its client waits for it in the router (each client
+    waited the router's graft wait, then stayed on TCP)."""
+    router = netns.router("go", STANDIN_FIRST_INTENT_DELAY="0.7")  # past FF_REPLY_MS, 0.5 s
+    server = netns.server("1", "skipping")
+    line = netns.client(100_000)
+    [accepted] = finish(server)
+    assert line["grafted"] and accepted["grafted"], stop(router)
+    stop(router)
+
+
+def test_a_non_blocking_connect_that_ran_out_of_its_budget_does_not_skip_the_router(netns: Namespace) -> None:
+    """An event loop's connect gives the router FF_NONBLOCK_MS (0.1 s): a reply later than that is its own
+    haste, not a hung router, so the next connection asks the router again."""
+    router = netns.router("go", STANDIN_FIRST_INTENT_DELAY="0.2")
+    server = netns.server("2")
+    client = netns.run(str(HERE / "peer.py"), "client", ADDRESS, str(PORT), "100000", "epoll", "2")
+    out, err = client.communicate(timeout=HANG)
+    assert client.returncode == 0, err
+    first, second = (json.loads(line) for line in out.splitlines())
+    finish(server)
+    assert not first["grafted"] and second["grafted"], stop(router)
+    stop(router)
+
+
 @pytest.mark.parametrize("router", ["go", None])
 def test_shutdown_both_ways_ends_a_read_blocked_in_another_thread_as_on_tcp(netns: Namespace, router: str | None):
     """A server stops a reader thread with shutdown(SHUT_RDWR); on a grafted socket that shut writing only,
