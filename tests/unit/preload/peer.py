@@ -30,6 +30,8 @@ system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a graft
                                         drains a connection),
                                         linger (blocking, SO_LINGER {on, 0} set before connect, as
                                         haproxy's nolinger and load generators do),
+                                        refused (non-blocking, to a port nobody listens on: reports
+                                        connect's errno, EPOLLERR and SO_ERROR, nothing else),
                                         unblock (blocking; sends, then a thread waits for the answer
                                         and the main one ends it with shutdown(SHUT_RDWR), as a server
                                         stops its readers)
@@ -161,12 +163,33 @@ def transfer_blocking(sock: socket.socket, data: bytes, sendto: bool = False) ->
     return answer
 
 
+def refused_connect(sock: socket.socket, ip: str, port: int) -> dict[str, object]:
+    """A non-blocking connect to a port nobody listens on, as an event loop makes it: what connect() says,
+    what epoll then reports, and the error SO_ERROR holds."""
+    sock.setblocking(False)
+    code = sock.connect_ex((ip, port))
+    ep = select.epoll()
+    ep.register(sock.fileno(), select.EPOLLOUT)
+    events = ep.poll(5)
+    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    return {"connect_errno": errno.errorcode.get(code, code),
+            "error_event": bool(events and events[0][1] & select.EPOLLERR), "so_error": errno.errorcode.get(error, "0")}
+
+
 def read_after_shutdown(sock: socket.socket, data: bytes) -> list[str]:
-    """What a thread blocked in recv() reads once another shuts the socket down both ways: [""] (the end of
-    the stream) on TCP; [] when it is still blocked."""
+    """How a thread blocked in recv() ends once another shuts the socket down both ways: ["eof"], or the error
+    (on TCP the peer's answer meets the shut socket, whose reset can come first: ["ECONNRESET"]); what it
+    read instead; [] when it is still blocked."""
     sock.sendall(data)
     got: list[str] = []
-    reader = threading.Thread(target=lambda: got.append(sock.recv(128).decode()), daemon=True)
+
+    def read() -> None:
+        try:
+            got.append(sock.recv(128).decode() or "eof")
+        except OSError as exc:
+            got.append(errno.errorcode.get(exc.errno or 0, str(exc)))
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     time.sleep(0.2)  # into its recv (if not yet, it reads after the shutdown: the answer is the same)
     sock.shutdown(socket.SHUT_RDWR)
@@ -229,6 +252,9 @@ def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
     if mode == "linger":
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
     started = time.monotonic()
+    if mode == "refused":
+        print(json.dumps(refused_connect(sock, ip, port)), flush=True)
+        return
     if mode in ("blocking", "sendto", "fclose", "rawclose", "trunc", "linger", "unblock"):
         sock.connect((ip, port))
         connected = time.monotonic() - started

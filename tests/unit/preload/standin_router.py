@@ -1,7 +1,8 @@
 """A minimal router for the preload library's tests: binds @freeflow in the namespace it runs in.
 
 Speaks freeflow.router.protocol and pairs INTENT/GRAFT by (client port, server port), everything being in
-one namespace. Modes: `go` (pair whatever asks), `overlay` (never graft), `silent` (accept, never answer),
+one namespace. Modes: `go` (pair whatever asks), `always` (as go, and say GO to every INTENT, even for a
+port nobody registered), `overlay` (never graft), `silent` (accept, never answer),
 `half` (on a pair, give only the client its end). Prints one JSON line per event on stdout. The wait for
 the second GRAFT of a pair is STANDIN_GRAFT_WAIT seconds (0.5 by default, as the router's); the answer to
 the first INTENT comes STANDIN_FIRST_INTENT_DELAY seconds late (0 by default: a router slow once).
@@ -63,7 +64,7 @@ class Standin:
             say(event="listen", port=msg.port, backlog=msg.backlog)
             self.reply(conn, p.VerdictReply(p.Verdict.GO, 0, 0))
         elif isinstance(msg, p.Intent):
-            go = self.mode != "overlay" and bool(self.listeners.get(msg.dst_port))
+            go = self.mode == "always" or (self.mode != "overlay" and bool(self.listeners.get(msg.dst_port)))
             if go:
                 self.flows[(msg.src_port, msg.dst_port)] = time.monotonic() + 5
             say(event="intent", dst=f"{msg.dst_ip}:{msg.dst_port}", src_port=msg.src_port, go=go)
