@@ -138,7 +138,7 @@ void ff_fd_copied(int from, int to, int cloexec)
     dst->registering = 0;
     if (src->control < 0)
         return;
-    int ctl = ff_real.fcntl(src->control, cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, 0);
+    int ctl = ff_real.fcntl(src->control, cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, FF_FIRST_HIDDEN_FD);
     if (ctl >= 0)
         ff_fd_attach_control(to, ctl);
 }

@@ -48,7 +48,7 @@ int ff_router_open(int even_if_skipped)
 {
     if (!even_if_skipped && ff_now_ms() < __atomic_load_n(&quiet_until, __ATOMIC_RELAXED))
         return -1;
-    int ctl = ff_real.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int ctl = ff_hidden_fd(ff_real.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (ctl < 0)
         return -1;
     struct sockaddr_un addr;

@@ -5,6 +5,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,4 +91,13 @@ void ff_debug(const char *fmt, ...)
     ssize_t ignored = write(STDERR_FILENO, line, (size_t)used);
     (void)ignored;
     errno = saved;
+}
+
+int ff_hidden_fd(int fd)
+{
+    if (fd < 0 || fd >= FF_FIRST_HIDDEN_FD)
+        return fd;
+    int moved = ff_real.fcntl(fd, F_DUPFD_CLOEXEC, FF_FIRST_HIDDEN_FD);
+    ff_real.close(fd);
+    return moved;
 }

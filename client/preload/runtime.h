@@ -64,4 +64,12 @@ void ff_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
     ((const unsigned char *)&(ip))[0], ((const unsigned char *)&(ip))[1],                               \
         ((const unsigned char *)&(ip))[2], ((const unsigned char *)&(ip))[3], (unsigned)(port)
 
+/* The library's own descriptors are never 0, 1 or 2: a program that closed its standard streams opens them
+ * again and expects those numbers (a daemon reopening /dev/null). */
+#define FF_FIRST_HIDDEN_FD 3
+
+/* `fd` itself, or (when below FF_FIRST_HIDDEN_FD) a close-on-exec copy at or above it, `fd` closed; -1 on
+ * failure. */
+int ff_hidden_fd(int fd);
+
 #endif

@@ -4,7 +4,7 @@ They use only the socket module (so every call goes through libc and the library
 line per connection. Whether a connection really is grafted is asked of the kernel with a raw getsockopt
 system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a grafted socket.
 
-  peer.py server PORT [COUNT] [fork|slow|exec|linger|skipping]
+  peer.py server PORT [COUNT] [fork|slow|exec|linger|skipping|nostdin]
                                         listen on 0.0.0.0:PORT, answer each connection with the sha256
                                         of what it sent; `fork`: a child accepts, the parent closes;
                                         `slow`: the first accept comes only once the file named by
@@ -14,7 +14,9 @@ system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a graft
                                         sockets inherit (a close resets the connection); `skipping`:
                                         once listening, one connect of its own (to PORT + 1, where
                                         nothing listens) meets a slow router, so the library skips the
-                                        router for a while before the accepts
+                                        router for a while before the accepts; `nostdin`: stdin is
+                                        closed before listen(), then /dev/null opened: its number is
+                                        printed (0 without the library)
   peer.py client IP PORT SIZE [MODE] [COUNT]
                                         COUNT connections one after the other (default 1), each sending
                                         SIZE random bytes and checking the digest; MODE: blocking (default),
@@ -119,7 +121,15 @@ MARK_WAIT_S = 120.0
 
 
 def server(port: int, count: int = 1, how: str = "") -> None:
-    listener = socket.create_server(("0.0.0.0", port))
+    if how == "nostdin":  # as a daemon: its standard streams closed, then opened again on /dev/null
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("0.0.0.0", port))
+        os.close(0)
+        listener.listen()
+        reopened = os.open(os.devnull, os.O_RDONLY)
+    else:
+        listener = socket.create_server(("0.0.0.0", port))
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # accepted sockets inherit it
     if how == "linger":
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
@@ -127,6 +137,8 @@ def server(port: int, count: int = 1, how: str = "") -> None:
         with socket.socket() as own, contextlib.suppress(ConnectionRefusedError):
             own.connect(("10.199.0.1", port + 1))
     print(json.dumps({"listening": port}), flush=True)
+    if how == "nostdin":
+        print(json.dumps({"reopened_fd": reopened}), flush=True)
     if how == "exec":
         serve_one(listener, exec_after_accept=True)
     if how == "slow":  # a busy event loop: the first accept comes only once the client's connect returned

@@ -162,6 +162,18 @@ def test_connections_whose_close_resets_are_grafted_whole(netns: Namespace, clie
     stop(router)
 
 
+def test_the_librarys_own_descriptors_leave_the_standard_streams_free(netns: Namespace) -> None:
+    """A listener's control connection, made at listen(), is not given number 0 when stdin is closed: the
+    program opening /dev/null again for it gets 0, as without the library, and the listener still grafts."""
+    router = netns.router("go")
+    server = netns.server("1", "nostdin")
+    line = netns.client(100_000)
+    reopened, accepted = finish(server)
+    assert reopened == {"reopened_fd": 0}
+    assert line["grafted"] and accepted["grafted"], stop(router)
+    stop(router)
+
+
 @pytest.mark.parametrize("router", ["always", None])
 def test_a_refused_non_blocking_connect_reports_as_on_tcp(netns: Namespace, router: str | None) -> None:
     """EINPROGRESS from connect(), then EPOLLERR and ECONNREFUSED in SO_ERROR: code that only reads SO_ERROR
