@@ -345,11 +345,14 @@ class Driver:
     def _leave_lost_sandboxes(self) -> list[str]:
         """Endpoints whose sandbox namespace has been gone for `stale_sandbox` seconds leave it, as Leave
         would: the router stops serving them and the orchestrator forgets them. They stay created, so a
-        Join that dockerd may still send works."""
+        Join that dockerd may still send works. A namespace that is gone takes the container's end of the
+        veth with it, and so the host's end: while that is there, the container is alive, however its
+        namespace looks from here (a mount this process cannot see)."""
         now = time.monotonic()
         left = []
         for endpoint in self.state.endpoints.values():
-            if not endpoint.sandbox_key or self.kernel.sandbox_exists(endpoint.sandbox_key):
+            if (not endpoint.sandbox_key or self.kernel.sandbox_exists(endpoint.sandbox_key)
+                    or self.kernel.link_exists(endpoint.host_veth)):
                 self.sandbox_missing.pop(endpoint.endpoint_id, None)
                 continue
             since = self.sandbox_missing.setdefault(endpoint.endpoint_id, now)

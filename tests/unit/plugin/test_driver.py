@@ -154,6 +154,7 @@ def test_an_endpoint_whose_sandbox_vanished_leaves_it_after_the_grace_time(tmp_p
     driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
     driver.join(p.JoinRequest(NET, EP, "/var/run/docker/netns/gone"))
     kernel.lost_sandboxes.add("/var/run/docker/netns/gone")
+    kernel.delete_link(veth_names(EP)[0])  # the kernel takes the veth away with the namespace
     assert driver.reconcile() == [], "a namespace may appear after Join: no verdict at first sight"
     assert driver.state.endpoints[EP].sandbox_key
     time.sleep(0.3)
@@ -162,6 +163,18 @@ def test_an_endpoint_whose_sandbox_vanished_leaves_it_after_the_grace_time(tmp_p
     assert Driver(Store(tmp_path), kernel).state.endpoints[EP].sandbox_key == "", "the leave is saved"
     driver.join(p.JoinRequest(NET, EP, "/var/run/docker/netns/new"))
     assert driver.reconcile() == []
+
+
+def test_an_endpoint_whose_veth_is_there_keeps_its_sandbox_however_its_namespace_looks(tmp_path):
+    """A namespace this process cannot see (another mount layout) is no proof the container is gone."""
+    kernel = FakeKernel()
+    driver = Driver(Store(tmp_path), kernel, stale_sandbox=0.0)
+    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
+    driver.join(p.JoinRequest(NET, EP, "/var/run/docker/netns/unseen"))
+    kernel.lost_sandboxes.add("/var/run/docker/netns/unseen")
+    assert driver.reconcile() == [] and driver.reconcile() == []
+    assert driver.state.endpoints[EP].sandbox_key == "/var/run/docker/netns/unseen"
 
 
 def test_reconcile_keeps_forwarding_rules_of_bridges_not_named_like_ours(tmp_path):
