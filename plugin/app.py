@@ -62,11 +62,14 @@ def _handlers(driver: Driver) -> dict[str, Callable[[Any], dict[str, Any]]]:
             return {}
         return handle
 
-    def discovery(body: Any) -> dict[str, Any]:
-        req = p.DiscoveryRequest.parse(body)
-        log.info("discovery type %d: %s", req.discovery_type, req.data)
-        driver.discover(req)
-        return {}
+    def discovery(new: bool) -> Callable[[Any], dict[str, Any]]:
+        def handle(body: Any) -> dict[str, Any]:
+            req = p.DiscoveryRequest.parse(body)
+            log.info("discovery %s, type %d: %s", "new" if new else "deleted", req.discovery_type, req.data)
+            if new:
+                driver.discover(req)
+            return {}
+        return handle
 
     return {
         "Plugin.Activate": lambda body: {"Implements": ["NetworkDriver"]},
@@ -81,8 +84,8 @@ def _handlers(driver: Driver) -> dict[str, Callable[[Any], dict[str, Any]]]:
         "NetworkDriver.EndpointOperInfo": lambda body: driver.endpoint_info(p.EndpointRequest.parse(body)),
         "NetworkDriver.Join": lambda body: driver.join(p.JoinRequest.parse(body)).to_wire(),
         "NetworkDriver.Leave": none(driver.leave, p.EndpointRequest),
-        "NetworkDriver.DiscoverNew": discovery,
-        "NetworkDriver.DiscoverDelete": discovery,
+        "NetworkDriver.DiscoverNew": discovery(new=True),
+        "NetworkDriver.DiscoverDelete": discovery(new=False),  # the address stays the VXLAN source of its networks
         "NetworkDriver.ProgramExternalConnectivity": none(lambda req: None, p.ExternalConnectivityRequest),
         "NetworkDriver.RevokeExternalConnectivity": none(lambda req: None, p.EndpointRequest),
     }

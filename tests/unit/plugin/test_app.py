@@ -210,11 +210,14 @@ def test_allocate_network_echoes_options_and_validates(client):
     assert call(client, "NetworkDriver.AllocateNetwork", body)[0] == 400, "below IPv6's minimum MTU"
 
 
-def test_discovery_with_self(client):
+def test_discovery_with_self(client, driver):
     body = {"DiscoveryType": 1, "DiscoveryData": {"Address": "10.99.0.2", "Self": True}}
     assert call(client, "NetworkDriver.DiscoverNew", body) == (200, {})
-    assert call(client, "NetworkDriver.DiscoverDelete", body) == (200, {})
+    other = {"DiscoveryType": 1, "DiscoveryData": {"Address": "10.99.0.7", "Self": True}}
+    assert call(client, "NetworkDriver.DiscoverDelete", other) == (200, {})
+    assert driver.host_address == "10.99.0.2", "a deleted address is not taken for this host's"
     assert call(client, "NetworkDriver.DiscoverNew", {"DiscoveryType": "one"})[0] == 400
+    assert call(client, "NetworkDriver.DiscoverDelete", {"DiscoveryType": "one"})[0] == 400
 
 
 def test_discovery_of_an_address_that_is_no_ip_is_refused_and_the_old_one_kept(client, driver):
