@@ -129,11 +129,17 @@ def in_root(prefix: str, path: str) -> str:
     return prefix + "/" + "/".join(resolved)
 
 
-def read_proc_net(path: str, table: str) -> str:
-    """The namespace's /proc/net/<table> (tcp, unix), read through /proc/thread-self."""
+def read_tcp_tables(path: str) -> str:
+    """The namespace's /proc/net/tcp and tcp6 texts, one after the other, read through /proc/thread-self (a
+    kernel without IPv6 has no tcp6: its part is empty)."""
 
     def read() -> str:
-        with open(f"/proc/thread-self/net/{table}") as f:
-            return f.read()
+        with open("/proc/thread-self/net/tcp") as f:
+            tcp = f.read()
+        try:
+            with open("/proc/thread-self/net/tcp6") as f:
+                return tcp + f.read()
+        except FileNotFoundError:
+            return tcp
 
     return run_in_netns(path, read)

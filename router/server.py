@@ -43,7 +43,7 @@ from freeflow.router.cluster import ClusterView
 from freeflow.router.errors import NamespaceError, RouterError
 from freeflow.router.graft_journal import GraftJournal
 from freeflow.router.kept_files import KeptJson, replace_file
-from freeflow.router.netns import bind_abstract, host_root, in_root, read_proc_net
+from freeflow.router.netns import bind_abstract, host_root, in_root, read_tcp_tables
 from freeflow.router.status import connection_status, listening_ports, live_sockets, named_unix_sockets, unix_inodes
 
 log = logging.getLogger(__name__)
@@ -298,10 +298,9 @@ class Router:
 
     def _listening_ports(self, sandbox: str) -> set[int]:
         try:
-            tables = [read_proc_net(self.host(sandbox), table) for table in ("tcp", "tcp6")]
+            return listening_ports(read_tcp_tables(self.host(sandbox)))
         except (NamespaceError, OSError):
             return set()
-        return listening_ports("".join(tables))
 
     # The plugin's state.
 

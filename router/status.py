@@ -15,7 +15,7 @@ from typing import Any
 
 from freeflow.router.broker import Broker
 from freeflow.router.errors import NamespaceError
-from freeflow.router.netns import read_proc_net
+from freeflow.router.netns import read_tcp_tables
 
 TCP_ESTABLISHED = "01"
 TCP_LISTEN = "0A"
@@ -63,10 +63,10 @@ def live_sockets() -> set[int]:
 
 
 def _address(text: str) -> str:
-    """An address of /proc/net/tcp or tcp6 (32-bit words of the address in host order, then the port) as
+    """An address of /proc/net/tcp or tcp6 (32-bit words of the address in this host's order, then the port) as
     "ip:port", or "[ip]:port" for IPv6; an IPv4 address on an IPv6 socket (::ffff:a.b.c.d) reads as IPv4."""
     ip_hex, port_hex = text.split(":")
-    packed = b"".join(struct.pack("<I", int(ip_hex[i:i + 8], 16)) for i in range(0, len(ip_hex), 8))
+    packed = b"".join(struct.pack("=I", int(ip_hex[i:i + 8], 16)) for i in range(0, len(ip_hex), 8))
     port = int(port_hex, 16)
     if len(packed) == 4:
         return f"{socket.inet_ntoa(packed)}:{port}"
@@ -108,8 +108,7 @@ def connection_status(broker: Broker, sandboxes: dict[str, Any],
                                  else (f"{sip}:{sport}", f"{cip}:{cport}"))
                 connections.append({"local": local, "remote": remote, "path": g.path})
         try:
-            tables = [read_proc_net(resolve(sandbox), table) for table in ("tcp", "tcp6")]
-            for local, remote in established_tcp("".join(tables)):
+            for local, remote in established_tcp(read_tcp_tables(resolve(sandbox))):
                 connections.append({"local": local, "remote": remote, "path": "overlay"})
         except (NamespaceError, OSError):
             pass

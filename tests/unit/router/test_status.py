@@ -1,12 +1,14 @@
 """Reading /proc/net/tcp and /proc/net/unix: which ports listen (what a restarted router inherits), what is
 established, and which unix sockets exist (whatever names the host's programs gave them)."""
 
+import io
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from freeflow.router.netns import read_tcp_tables
 from freeflow.router.status import established_tcp, listening_ports, parse_proc_net_unix
 
 TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -72,3 +74,18 @@ def test_proc_net_unix_lines_that_anyone_can_shape_never_break_the_parse():
             b"short line\n\n")
     assert parse_proc_net_unix(text) == [(101, "@x\ufffd y z"), (102, "@freeflow-graft a b"), (103, ""),
                                          (104, "/run/a path")]
+
+
+def test_a_kernel_without_ipv6_still_has_its_ipv4_tables_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Booted with ipv6.disable=1 there is no /proc/net/tcp6: the IPv4 connections are still listed."""
+    real_open = open
+
+    def without_tcp6(path, *args, **kwargs):
+        if str(path).endswith("/net/tcp6"):
+            raise FileNotFoundError(2, "No such file or directory", path)
+        if str(path).endswith("/net/tcp"):
+            return io.StringIO(TCP)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", without_tcp6)
+    assert read_tcp_tables("/proc/self/ns/net") == TCP
