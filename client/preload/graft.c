@@ -391,10 +391,13 @@ void ff_graft_accepted(int listener, int fd)
     if (ff_real.getpeername(fd, (struct sockaddr *)&peer, &len) < 0 ||
         !ff_container_address((struct sockaddr *)&peer, len, &ip, &peer_port))
         goto out;
+    /* Sent even while the router is skipped (a client may wait for it there), but then briefly: a router
+     * that hung since it took the registration must not hold every accept for FF_GRAFT_MS. */
     int ctl = ff_router_open(1);
     if (ctl < 0)
         goto out;
-    graft(ctl, fd, FF_ROLE_SERVER, ip, peer_port, l->port, 0);
+    uint64_t deadline = ff_router_skipped() ? ff_now_ms() + FF_NONBLOCK_MS : 0;
+    graft(ctl, fd, FF_ROLE_SERVER, ip, peer_port, l->port, deadline);
     ff_real.close(ctl);
 out:
     errno = saved;

@@ -23,9 +23,19 @@ struct reply {
 };
 
 /* After the router failed to answer in time, new connections skip it for a while: a hung router must
- * not cost every connect() its reply budget. */
+ * not cost every connect() its reply budget. An event loop's INTENT that misses its own short budget is
+ * its haste, once; HASTY_MISSES of them in a row is a router too slow to ask. */
 #define QUIET_MS 5000
+#define HASTY_MISSES 3
 static uint64_t quiet_until;
+static unsigned hasty_misses;
+
+enum blame { BLAME_NONE, BLAME_NOW, BLAME_REPEATED };
+
+int ff_router_skipped(void)
+{
+    return ff_now_ms() < __atomic_load_n(&quiet_until, __ATOMIC_RELAXED);
+}
 
 int ff_wait(int fd, short events, uint64_t deadline)
 {
@@ -46,7 +56,7 @@ int ff_wait(int fd, short events, uint64_t deadline)
 
 int ff_router_open(int even_if_skipped)
 {
-    if (!even_if_skipped && ff_now_ms() < __atomic_load_n(&quiet_until, __ATOMIC_RELAXED))
+    if (!even_if_skipped && ff_router_skipped())
         return -1;
     int ctl = ff_hidden_fd(ff_real.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (ctl < 0)
@@ -101,8 +111,8 @@ static void take_fds(struct msghdr *msg, int *fd)
     }
 }
 
-/* `blame`: a timeout means the router is stuck, so new connections skip it for a while. */
-static int recv_exact(int ctl, void *buf, size_t len, int *fd, uint64_t deadline, int blame)
+/* `blame`: whether a timeout means the router is stuck, so that new connections skip it for a while. */
+static int recv_exact(int ctl, void *buf, size_t len, int *fd, uint64_t deadline, enum blame blame)
 {
     unsigned char *at = buf;
     while (len) {
@@ -126,9 +136,12 @@ static int recv_exact(int ctl, void *buf, size_t len, int *fd, uint64_t deadline
             return -1;
         } else {
             int ready = ff_wait(ctl, POLLIN, deadline);
-            if (ready == 0 && blame) {
+            if (ready == 0 && (blame == BLAME_NOW ||
+                               (blame == BLAME_REPEATED &&
+                                __atomic_add_fetch(&hasty_misses, 1, __ATOMIC_RELAXED) >= HASTY_MISSES))) {
                 ff_debug("the router did not answer in time: skipping it for %d ms", QUIET_MS);
                 __atomic_store_n(&quiet_until, ff_now_ms() + QUIET_MS, __ATOMIC_RELAXED);
+                __atomic_store_n(&hasty_misses, 0, __ATOMIC_RELAXED);
             }
             if (ready <= 0)
                 return -1;
@@ -139,7 +152,7 @@ static int recv_exact(int ctl, void *buf, size_t len, int *fd, uint64_t deadline
 
 /* Send one request and read one reply; -1 on anything unexpected (the caller falls back). */
 static int request(int ctl, uint8_t op, const void *body, uint32_t len, struct reply *out, int timeout_ms,
-                   int blame)
+                   enum blame blame)
 {
     uint64_t deadline = ff_now_ms() + (uint64_t)timeout_ms;
     unsigned char message[sizeof(struct ff_header) + MAX_BODY];
@@ -188,8 +201,10 @@ int ff_router_intent(int ctl, struct in_addr dst, uint16_t dst_port, uint16_t sr
     intent.dst_port = htole16(dst_port);
     intent.src_port = htole16(src_port);
     struct reply reply;
-    if (request(ctl, FF_OP_INTENT, &intent, sizeof intent, &reply, timeout_ms, timeout_ms >= FF_REPLY_MS) < 0)
+    if (request(ctl, FF_OP_INTENT, &intent, sizeof intent, &reply, timeout_ms,
+                timeout_ms >= FF_REPLY_MS ? BLAME_NOW : BLAME_REPEATED) < 0)
         return -1;
+    __atomic_store_n(&hasty_misses, 0, __ATOMIC_RELAXED);
     if (reply.fd >= 0)
         ff_real.close(reply.fd);
     return reply.op == FF_OP_VERDICT ? reply.verdict : -1;
@@ -205,7 +220,8 @@ int ff_router_graft(int ctl, int role, struct in_addr peer, uint16_t peer_port, 
     graft.peer_port = htole16(peer_port);
     graft.local_port = htole16(local_port);
     struct reply reply;
-    if (request(ctl, FF_OP_GRAFT, &graft, sizeof graft, &reply, timeout_ms, timeout_ms >= FF_GRAFT_MS) < 0)
+    if (request(ctl, FF_OP_GRAFT, &graft, sizeof graft, &reply, timeout_ms,
+                timeout_ms >= FF_GRAFT_MS ? BLAME_NOW : BLAME_NONE) < 0)
         return -1;
     if (reply.op == FF_OP_GRAFTED && reply.fd >= 0)
         return reply.fd;
@@ -218,7 +234,7 @@ int ff_router_listen(int ctl, uint16_t port, uint16_t backlog)
 {
     struct ff_listen listen = {.port = htole16(port), .backlog = htole16(backlog)};
     struct reply reply;
-    if (request(ctl, FF_OP_LISTEN, &listen, sizeof listen, &reply, FF_REPLY_MS, 1) < 0)
+    if (request(ctl, FF_OP_LISTEN, &listen, sizeof listen, &reply, FF_REPLY_MS, BLAME_NOW) < 0)
         return -1;
     if (reply.fd >= 0)
         ff_real.close(reply.fd);

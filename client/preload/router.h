@@ -27,9 +27,12 @@
  * is 0. An accepted connection's GRAFT passes 1: a client may be waiting for it in the router. */
 int ff_router_open(int even_if_skipped);
 
+/* Whether the router is being skipped: it was too slow to answer lately. */
+int ff_router_skipped(void);
+
 /* INTENT(dst, src_port): the router's FF_VERDICT_*, or -1 when it did not answer within `timeout_ms`
  * (FF_REPLY_MS: a router that slow is skipped for a while; or a non-blocking socket's shorter budget,
- * which is the caller's own haste). */
+ * the caller's own haste, unless it is missed several times in a row). */
 int ff_router_intent(int ctl, struct in_addr dst, uint16_t dst_port, uint16_t src_port, int timeout_ms);
 
 /* GRAFT: the new connected socket (close-on-exec) when the router pairs us within `timeout_ms`, else -1

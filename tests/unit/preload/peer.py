@@ -94,15 +94,17 @@ def facts(sock: socket.socket) -> dict[str, object]:
 
 
 def serve_one(listener: socket.socket, exec_after_accept: bool = False) -> None:
+    started = time.monotonic()
     conn, addr = listener.accept()
+    accept_seconds = time.monotonic() - started
     if exec_after_accept:  # as sshd or inetd: a new program serves the connection
         fd = conn.detach()
         os.set_inheritable(fd, True)
         os.execv(sys.executable, [sys.executable, __file__, "exec-child", str(fd), json.dumps(list(addr))])
-    answer(conn, list(addr))
+    answer(conn, list(addr), accept_seconds)
 
 
-def answer(conn: socket.socket, addr: list) -> None:
+def answer(conn: socket.socket, addr: list, accept_seconds: float = 0.0) -> None:
     with conn:
         line = facts(conn)
         digest = hashlib.sha256()
@@ -113,7 +115,8 @@ def answer(conn: socket.socket, addr: list) -> None:
             answered = True
         except (BrokenPipeError, ConnectionResetError):  # the client shut its reading down (mode unblock)
             answered = False
-        print(json.dumps({**line, "accepted_addr": addr, "answered": answered}), flush=True)
+        print(json.dumps({**line, "accepted_addr": addr, "answered": answered, "accept_seconds": accept_seconds}),
+              flush=True)
 
 
 CONNECTED_MARK = "PEER_CONNECTED_MARK"  # a file a client makes once its connect returned, if this names one

@@ -2,7 +2,8 @@
 
 Speaks freeflow.router.protocol and pairs INTENT/GRAFT by (client port, server port), everything being in
 one namespace. Modes: `go` (pair whatever asks), `always` (as go, and say GO to every INTENT, even for a
-port nobody registered), `overlay` (never graft), `silent` (accept, never answer),
+port nobody registered), `mute` (take registrations, then answer nothing: a router hung since), `overlay` (never
+graft), `silent` (accept, never answer),
 `half` (on a pair, give only the client its end). Prints one JSON line per event on stdout. The wait for
 the second GRAFT of a pair is STANDIN_GRAFT_WAIT seconds (0.5 by default, as the router's); the answer to
 the first INTENT comes STANDIN_FIRST_INTENT_DELAY seconds late (0 by default: a router slow once).
@@ -56,7 +57,7 @@ class Standin:
         self.reply(conn, p.VerdictReply(p.Verdict.OVERLAY, 0, 0))
 
     def handle(self, conn: socket.socket, msg: p.Message) -> None:
-        if self.mode == "silent":
+        if self.mode == "silent" or (self.mode == "mute" and not isinstance(msg, p.Listen)):
             say(event="ignored", op=msg.op)
             return
         if isinstance(msg, p.Listen):

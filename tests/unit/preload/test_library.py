@@ -186,6 +186,23 @@ def test_a_refused_non_blocking_connect_reports_as_on_tcp(netns: Namespace, rout
         assert any(event["event"] == "intent" for event in stop(running)), "the library asked the router"
 
 
+def test_a_router_hung_since_it_took_a_registration_costs_event_loops_little(netns: Namespace) -> None:
+    """It answers nothing any more. An event loop's connect pays its 0.1 s budget at most three times in a
+    row, then the library skips the router; a server pays the full GRAFT bound (2 s) once, then only a
+    short wait per accept while it skips the router."""
+    count = 5
+    router = netns.router("mute")
+    server = netns.server(str(count))
+    client = netns.run(str(HERE / "peer.py"), "client", ADDRESS, str(PORT), "1000", "epoll", str(count))
+    out, err = client.communicate(timeout=HANG)
+    assert client.returncode == 0, err
+    connects = [json.loads(line)["connect_seconds"] for line in out.splitlines()]
+    accepts = [line["accept_seconds"] for line in finish(server)]
+    stop(router)
+    assert max(connects[3:]) < min(connects[:3]) / 4, connects  # asked three times, then skipped
+    assert max(accepts[1:]) < accepts[0] / 4, accepts  # the first GRAFT found the router hung
+
+
 def test_a_process_skipping_a_slow_router_still_grafts_what_it_accepts(netns: Namespace) -> None:
     """After a reply that came too late, the library skips the router for new connections of its own; the
     GRAFT of an accepted connection is not skipped, since its client waits for it in the router (each client
