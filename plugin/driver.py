@@ -112,7 +112,7 @@ class Kernel(Protocol):
     def links_in_use(self) -> set[str]: ...
     def allow_bridge(self, bridge: str) -> None: ...
     def forget_bridge(self, bridge: str) -> None: ...
-    def bridges_allowed(self, prefix: str) -> list[str]: ...
+    def bridges_allowed(self, prefix: str) -> dict[str, bool]: ...
     def ensure_vxlan(self, name: str, vni: int, local: str, bridge: str, mtu: int) -> None: ...
     def remote_entries(self, vxlan: str) -> set[tuple[str, str, str]]: ...
     def add_remote(self, vxlan: str, ip: str, mac: str, host: str) -> None: ...
@@ -158,7 +158,7 @@ class Driver:
         except OSError as exc:
             self.state = self.store.load()
             raise DriverError(f"cannot write the state file {self.store.path}: {exc.strerror or exc}; "
-                              "the change is undone") from exc
+                              "the plugin keeps the state the file holds") from exc
         for callback in self.on_change:
             callback()
 
@@ -375,7 +375,8 @@ class Driver:
             bridges = {n.bridge for n in self.state.networks.values()}
             veths = {name for ep in self.state.endpoints.values() for name in (ep.host_veth, ep.container_veth)}
             bridges |= {n.vxlan for n in self.state.networks.values() if n.vxlan}
-            allowed = set(self.kernel.bridges_allowed(BRIDGE_PREFIX))  # one listing, not a check per network
+            ruled = self.kernel.bridges_allowed(BRIDGE_PREFIX)  # one listing, not a check per network
+            allowed = {bridge for bridge, in_place in ruled.items() if in_place}
             for network in self.state.networks.values():
                 if not self.kernel.link_exists(network.bridge):
                     repairs.append(f"recreated bridge {network.bridge}")
@@ -394,16 +395,17 @@ class Driver:
                     self.kernel.ensure_veth(endpoint.host_veth, endpoint.container_veth, network.bridge,
                                             network.mtu, endpoint.mac)
                     repairs.append(f"recreated veth {endpoint.host_veth}")
-                elif (endpoint.endpoint_id not in self.veth_lost
-                      and self.kernel.sandbox_exists(endpoint.sandbox_key)):
+                elif endpoint.endpoint_id not in self.veth_lost:
                     # Its other end was inside the container, configured by dockerd: only a reconnect rebuilds it.
-                    # (With the namespace gone too, the container is: dockerd's Leave, or the lost-sandbox pass,
-                    # follows.)
                     self.veth_lost.add(endpoint.endpoint_id)
-                    repairs.append(f"the veth {endpoint.host_veth} of endpoint {endpoint.endpoint_id[:12]} was "
-                                   "deleted under its running container, which is now cut off from network "
-                                   f"{network.network_id[:12]}: run `docker network disconnect` and `docker "
-                                   "network connect` for it")
+                    lost = f"the veth {endpoint.host_veth} of endpoint {endpoint.endpoint_id[:12]}"
+                    if self.kernel.sandbox_exists(endpoint.sandbox_key):
+                        repairs.append(f"{lost} was deleted under its running container, which is now cut off "
+                                       f"from network {network.network_id[:12]}: run `docker network "
+                                       "disconnect` and `docker network connect` for it")
+                    else:
+                        repairs.append(f"{lost} is gone with its namespace {endpoint.sandbox_key} (the host "
+                                       "restarted, or its container ended): waiting for dockerd's Leave")
             orphans = {name for prefix in OWNED_PREFIXES for name in self.kernel.links_with_prefix(prefix)
                        if name not in bridges and name not in veths and OWNED_NAME.fullmatch(name)}
             kept = orphans & self.kernel.links_in_use() if orphans else set()
@@ -416,7 +418,7 @@ class Driver:
                                "Recreate its network (docker network rm, then create) to bring it back under "
                                "the plugin")
             self.kept_orphans = kept
-            for bridge in allowed - bridges - kept:
+            for bridge in set(ruled) - bridges - kept:
                 if OWNED_NAME.fullmatch(bridge):  # an operator's own `ff-…` rule is not ours
                     self.kernel.forget_bridge(bridge)
                     repairs.append(f"removed orphan rule of {bridge}")

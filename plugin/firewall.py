@@ -37,17 +37,22 @@ def _forward_rules() -> list[str]:
     return [line.strip() for line in listing.stdout.splitlines() if line.startswith("-A FORWARD ")]
 
 
-def _after_docker_user() -> int:
-    """The rule number right after FORWARD's first jump to DOCKER-USER; 1 when there is none."""
-    rules = _forward_rules()
-    return rules.index(DOCKER_USER_JUMP) + 2 if DOCKER_USER_JUMP in rules else 1
+def _jump(rules: list[str]) -> int:
+    """The index in `rules` of FORWARD's first jump to DOCKER-USER; -1 when there is none."""
+    return rules.index(DOCKER_USER_JUMP) if DOCKER_USER_JUMP in rules else -1
 
 
 def allow_bridge(bridge: str) -> None:
-    """Accept forwarding within `bridge` (idempotent)."""
-    if _iptables("-C", "FORWARD", *_rule(bridge)).returncode == 0:
-        return
-    done = _iptables("-I", "FORWARD", str(_after_docker_user()), *_rule(bridge))
+    """Accept forwarding within `bridge`, right after the jump to DOCKER-USER (idempotent). A rule found
+    above the jump (an older plugin put it first) is moved below it."""
+    rules = _forward_rules()
+    rule = "-A FORWARD " + " ".join(_rule(bridge))
+    if rule in rules:
+        if rules.index(rule) > _jump(rules):
+            return
+        forget_bridge(bridge)
+        rules = _forward_rules()
+    done = _iptables("-I", "FORWARD", str(_jump(rules) + 2), *_rule(bridge))  # rule numbers count from 1
     if done.returncode != 0:
         raise DriverError(f"iptables refused the forwarding rule for {bridge}: {done.stderr.strip()}")
     log.info("accepting forwarding within %s", bridge)
@@ -59,11 +64,14 @@ def forget_bridge(bridge: str) -> None:
         log.info("removed the forwarding rule of %s", bridge)
 
 
-def bridges_allowed(prefix: str) -> list[str]:
-    """Bridges named `prefix…` that have a rule."""
-    found = []
-    for line in _forward_rules():
+def bridges_allowed(prefix: str) -> dict[str, bool]:
+    """Bridges named `prefix…` that have a rule, each with whether the rule is in its place (below the jump
+    to DOCKER-USER)."""
+    rules = _forward_rules()
+    jump = _jump(rules)
+    found: dict[str, bool] = {}
+    for index, line in enumerate(rules):
         match = _RULE.fullmatch(line)
         if match and match[1] == match[2] and match[1].startswith(prefix):
-            found.append(match[1])
+            found[match[1]] = found.get(match[1], True) and index > jump
     return found

@@ -36,7 +36,8 @@ def _forward_rules() -> list[str]:
 
 def test_the_forwarding_rule_leaves_docker_user_in_force_and_is_put_back_when_deleted(network, container):
     """As with Docker's own bridges, an operator's DOCKER-USER rules apply to a freeflow network's traffic;
-    a rule deleted behind the plugin's back is put back (at its place) within FREEFLOW_RECONCILE_INTERVAL."""
+    a rule deleted behind the plugin's back is put back (at its place) within FREEFLOW_RECONCILE_INTERVAL,
+    and one above the jump to DOCKER-USER (where plugins before this one put it) is moved below it."""
     net = network("fwd")
     a = container("a", net)
     b = container("b", net)
@@ -58,6 +59,10 @@ def test_the_forwarding_rule_leaves_docker_user_in_force_and_is_put_back_when_de
     subprocess.run(["iptables", "-D", "FORWARD", *ours], check=True)
     wait_for(in_place, 30, "the plugin to put its rule back")
     assert ping(a, container_ip(b, net), count=1)
+    subprocess.run(["iptables", "-D", "FORWARD", *ours], check=True)
+    subprocess.run(["iptables", "-I", "FORWARD", "1", *ours], check=True)  # where an older plugin put it
+    wait_for(in_place, 30, "the plugin to move its rule below the jump to DOCKER-USER")
+    assert _forward_rules().count("-A FORWARD " + " ".join(ours)) == 1, "moved, not copied"
 
 
 def test_ping_by_ip_and_by_name(network, container):

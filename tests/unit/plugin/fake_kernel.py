@@ -12,6 +12,7 @@ class FakeKernel:
         self.remotes: dict[str, set[tuple[str, str, str]]] = {}
         self.fail_on: str | None = None
         self.lost_sandboxes: set[str] = set()
+        self.misplaced: set[str] = set()  # bridges whose rule sits above Docker's DOCKER-USER jump
         self.in_use: set[str] = set()  # links that links_in_use() says a running container's traffic needs
 
     def ensure_bridge(self, name: str, mtu: int) -> None:
@@ -45,12 +46,13 @@ class FakeKernel:
 
     def allow_bridge(self, bridge: str) -> None:
         self.rules.add(bridge)
+        self.misplaced.discard(bridge)
 
     def forget_bridge(self, bridge: str) -> None:
         self.rules.discard(bridge)
 
-    def bridges_allowed(self, prefix: str) -> list[str]:
-        return sorted(b for b in self.rules if b.startswith(prefix))
+    def bridges_allowed(self, prefix: str) -> dict[str, bool]:
+        return {b: b not in self.misplaced for b in self.rules if b.startswith(prefix)}
 
     def ensure_vxlan(self, name: str, vni: int, local: str, bridge: str, mtu: int) -> None:
         if bridge not in self.links:

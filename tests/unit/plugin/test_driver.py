@@ -155,7 +155,8 @@ def test_an_endpoint_whose_sandbox_vanished_leaves_it_after_the_grace_time(tmp_p
     driver.join(p.JoinRequest(NET, EP, "/var/run/docker/netns/gone"))
     kernel.lost_sandboxes.add("/var/run/docker/netns/gone")
     kernel.delete_link(veth_names(EP)[0])  # the kernel takes the veth away with the namespace
-    assert driver.reconcile() == [], "a namespace may appear after Join: no verdict at first sight"
+    [gone] = driver.reconcile()
+    assert "is gone with its namespace" in gone, "a namespace may appear after Join: no verdict at first sight"
     assert driver.state.endpoints[EP].sandbox_key
     time.sleep(0.3)
     [line] = driver.reconcile()
@@ -194,6 +195,15 @@ def test_reconcile_restores_a_deleted_forwarding_rule_and_says_so(tmp_path):
     assert driver.reconcile() == []
 
 
+def test_reconcile_moves_a_forwarding_rule_found_above_docker_user(tmp_path):
+    kernel = FakeKernel()
+    driver = make(tmp_path, kernel)
+    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    kernel.misplaced.add(bridge_name(NET))
+    assert driver.reconcile() == [f"restored the forwarding rule of {bridge_name(NET)}"]
+    assert kernel.misplaced == set() and driver.reconcile() == []
+
+
 def test_a_deleted_veth_under_a_running_container_is_reported_once(tmp_path):
     kernel = FakeKernel()
     driver = make(tmp_path, kernel)
@@ -220,7 +230,8 @@ def test_after_a_reboot_a_joined_endpoints_missing_veth_is_not_said_to_cut_off_a
     driver.join(p.JoinRequest(NET, EP, "/var/run/docker/netns/c1"))
     rebooted = FakeKernel()
     rebooted.lost_sandboxes.add("/var/run/docker/netns/c1")
-    assert [line for line in make(tmp_path, rebooted).reconcile() if "running container" in line] == []
+    [said] = [line for line in make(tmp_path, rebooted).reconcile() if veth_names(EP)[0] in line]
+    assert "is gone with its namespace /var/run/docker/netns/c1" in said and "running container" not in said
 
 
 class FullDisk(Store):
@@ -240,7 +251,7 @@ def test_a_change_whose_state_cannot_be_written_is_undone_and_said_so(tmp_path):
     driver = Driver(store, FakeKernel())
     driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
     store.failures = 1
-    with pytest.raises(DriverError, match=r"cannot write the state file .*No space left on device; the change is"):
+    with pytest.raises(DriverError, match=r"cannot write the state file .*No space left on device; the plugin keeps"):
         driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
     assert EP not in driver.state.endpoints, "not in memory either: the next save would have written it"
     other = create_network_body()
