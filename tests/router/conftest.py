@@ -71,9 +71,10 @@ class Lab:
         return {**os.environ, "FREEFLOW_STATE_DIR": str(self.state_dir), "FREEFLOW_RUN_DIR": str(self.run_dir),
                 "FREEFLOW_LOG_LEVEL": "DEBUG", "FREEFLOW_GRAFT_WAIT": "0.5", **self.extra_env}
 
-    def start_router(self) -> None:
+    def start_router(self, prefix: tuple[str, ...] = ()) -> None:
+        """Start the router (through `prefix`, a command that execs it, such as prlimit) and wait for it."""
         log = open(self.run_dir.parent / "router.log", "ab")  # noqa: SIM115 - the router's stdout
-        self.router = subprocess.Popen([sys.executable, "-m", "freeflow.cli", "router"], env=self.env(),
+        self.router = subprocess.Popen([*prefix, sys.executable, "-m", "freeflow.cli", "router"], env=self.env(),
                                        stdout=log, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

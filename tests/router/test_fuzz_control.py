@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -177,6 +178,14 @@ def test_a_container_holding_too_many_control_connections_is_refused_more_and_ot
     finally:
         holder.kill()
     assert lab.router.poll() is None
+
+
+def test_the_router_raises_its_descriptor_limit_to_the_hard_one(lab):
+    """README: every container may hold up to 1024 control connections, more than a soft limit of 1024 allows."""
+    lab.add_host(1)
+    lab.start_router(prefix=("prlimit", "--nofile=256:4096"))
+    limits = Path(f"/proc/{lab.router.pid}/limits").read_text()
+    assert re.search(r"Max open files\s+4096\s+4096\s", limits), limits
 
 
 def test_a_router_out_of_descriptors_stays_up_and_serves_again_once_some_are_free(lab):
