@@ -77,7 +77,8 @@ def _handlers(driver: Driver) -> dict[str, Callable[[Any], dict[str, Any]]]:
         "NetworkDriver.CreateNetwork": none(driver.create_network, p.CreateNetworkRequest),
         "NetworkDriver.DeleteNetwork": none(driver.delete_network, p.NetworkRequest),
         "NetworkDriver.AllocateNetwork": lambda body: driver.allocate_network(p.AllocateNetworkRequest.parse(body)),
-        "NetworkDriver.FreeNetwork": none(lambda req: None, p.NetworkRequest),
+        "NetworkDriver.FreeNetwork": none(lambda req: log.info("freed swarm network %s", req.network_id[:12]),
+                                          p.NetworkRequest),
         "NetworkDriver.CreateEndpoint": lambda body: driver.create_endpoint(
             p.CreateEndpointRequest.parse(body)).to_wire(),
         "NetworkDriver.DeleteEndpoint": none(driver.delete_endpoint, p.EndpointRequest),
@@ -86,8 +87,12 @@ def _handlers(driver: Driver) -> dict[str, Callable[[Any], dict[str, Any]]]:
         "NetworkDriver.Leave": none(driver.leave, p.EndpointRequest),
         "NetworkDriver.DiscoverNew": discovery(new=True),
         "NetworkDriver.DiscoverDelete": discovery(new=False),  # the address stays the VXLAN source of its networks
-        "NetworkDriver.ProgramExternalConnectivity": none(lambda req: None, p.ExternalConnectivityRequest),
-        "NetworkDriver.RevokeExternalConnectivity": none(lambda req: None, p.EndpointRequest),
+        # Published ports and outside access go through docker_gwbridge, which dockerd programs itself.
+        "NetworkDriver.ProgramExternalConnectivity": none(
+            lambda req: log.info("endpoint %s: outside access through docker_gwbridge", req.endpoint_id[:12]),
+            p.ExternalConnectivityRequest),
+        "NetworkDriver.RevokeExternalConnectivity": none(
+            lambda req: log.info("endpoint %s: outside access revoked", req.endpoint_id[:12]), p.EndpointRequest),
     }
 
 
