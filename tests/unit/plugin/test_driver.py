@@ -18,6 +18,15 @@ def make(tmp_path, kernel=None) -> Driver:
     return Driver(Store(tmp_path), kernel or FakeKernel())
 
 
+def joined(tmp_path, kernel: FakeKernel, sandbox: str, **settings: float) -> Driver:
+    """A driver with the test network and its endpoint, joined to the container namespace `sandbox`."""
+    driver = Driver(Store(tmp_path), kernel, **settings)
+    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
+    driver.join(p.JoinRequest(NET, EP, sandbox))
+    return driver
+
+
 def test_state_survives_a_restart(tmp_path):
     first = make(tmp_path)
     first.create_network(p.CreateNetworkRequest.parse(create_network_body()))
@@ -149,10 +158,7 @@ def test_a_restarted_plugin_knows_its_address_before_dockers_discovery(tmp_path)
 
 def test_an_endpoint_whose_sandbox_vanished_leaves_it_after_the_grace_time(tmp_path):
     kernel = FakeKernel()
-    driver = Driver(Store(tmp_path), kernel, stale_sandbox=0.2)
-    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
-    driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
-    driver.join(p.JoinRequest(NET, EP, "/var/run/docker/netns/gone"))
+    driver = joined(tmp_path, kernel, "/var/run/docker/netns/gone", stale_sandbox=0.2)
     kernel.lost_sandboxes.add("/var/run/docker/netns/gone")
     kernel.delete_link(veth_names(EP)[0])  # the kernel takes the veth away with the namespace
     [gone] = driver.reconcile()
@@ -169,10 +175,7 @@ def test_an_endpoint_whose_sandbox_vanished_leaves_it_after_the_grace_time(tmp_p
 def test_an_endpoint_whose_veth_is_there_keeps_its_sandbox_however_its_namespace_looks(tmp_path):
     """A namespace this process cannot see (another mount layout) is no proof the container is gone."""
     kernel = FakeKernel()
-    driver = Driver(Store(tmp_path), kernel, stale_sandbox=0.0)
-    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
-    driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
-    driver.join(p.JoinRequest(NET, EP, "/var/run/docker/netns/unseen"))
+    driver = joined(tmp_path, kernel, "/var/run/docker/netns/unseen", stale_sandbox=0.0)
     kernel.lost_sandboxes.add("/var/run/docker/netns/unseen")
     assert driver.reconcile() == [] and driver.reconcile() == []
     assert driver.state.endpoints[EP].sandbox_key == "/var/run/docker/netns/unseen"
@@ -206,10 +209,7 @@ def test_reconcile_moves_a_forwarding_rule_found_above_docker_user(tmp_path):
 
 def test_a_deleted_veth_under_a_running_container_is_reported_once(tmp_path):
     kernel = FakeKernel()
-    driver = make(tmp_path, kernel)
-    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
-    driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
-    driver.join(p.JoinRequest(NET, EP, "/var/run/docker/netns/c1"))
+    driver = joined(tmp_path, kernel, "/var/run/docker/netns/c1")
     kernel.delete_link(veth_names(EP)[0])
     [line] = driver.reconcile()
     assert veth_names(EP)[0] in line and "docker network connect" in line
@@ -223,11 +223,7 @@ def test_a_deleted_veth_under_a_running_container_is_reported_once(tmp_path):
 
 def test_after_a_reboot_a_joined_endpoints_missing_veth_is_not_said_to_cut_off_a_running_container(tmp_path):
     """Its namespace went with the reboot: no container is running on it, dockerd's Leave follows."""
-    kernel = FakeKernel()
-    driver = make(tmp_path, kernel)
-    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
-    driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
-    driver.join(p.JoinRequest(NET, EP, "/var/run/docker/netns/c1"))
+    joined(tmp_path, FakeKernel(), "/var/run/docker/netns/c1")
     rebooted = FakeKernel()
     rebooted.lost_sandboxes.add("/var/run/docker/netns/c1")
     [said] = [line for line in make(tmp_path, rebooted).reconcile() if veth_names(EP)[0] in line]
