@@ -42,14 +42,25 @@ def _jump(rules: list[str]) -> int:
     return rules.index(DOCKER_USER_JUMP) if DOCKER_USER_JUMP in rules else -1
 
 
+def _placed(rules: list[str]) -> dict[str, bool]:
+    """Every bridge with a rule in `rules`, each with whether all its copies are in place (below the jump)."""
+    jump = _jump(rules)
+    found: dict[str, bool] = {}
+    for index, line in enumerate(rules):
+        match = _RULE.fullmatch(line)
+        if match and match[1] == match[2]:
+            found[match[1]] = found.get(match[1], True) and index > jump
+    return found
+
+
 def allow_bridge(bridge: str) -> None:
     """Accept forwarding within `bridge`, right after the jump to DOCKER-USER (idempotent). A rule found
     above the jump (an older plugin put it first) is moved below it."""
     rules = _forward_rules()
-    rule = "-A FORWARD " + " ".join(_rule(bridge))
-    if rule in rules:
-        if rules.index(rule) > _jump(rules):
-            return
+    in_place = _placed(rules).get(bridge)
+    if in_place:
+        return
+    if in_place is not None:
         forget_bridge(bridge)
         rules = _forward_rules()
     done = _iptables("-I", "FORWARD", str(_jump(rules) + 2), *_rule(bridge))  # rule numbers count from 1
@@ -67,11 +78,4 @@ def forget_bridge(bridge: str) -> None:
 def bridges_allowed(prefix: str) -> dict[str, bool]:
     """Bridges named `prefix…` that have a rule, each with whether the rule is in its place (below the jump
     to DOCKER-USER)."""
-    rules = _forward_rules()
-    jump = _jump(rules)
-    found: dict[str, bool] = {}
-    for index, line in enumerate(rules):
-        match = _RULE.fullmatch(line)
-        if match and match[1] == match[2] and match[1].startswith(prefix):
-            found[match[1]] = found.get(match[1], True) and index > jump
-    return found
+    return {bridge: in_place for bridge, in_place in _placed(_forward_rules()).items() if bridge.startswith(prefix)}
