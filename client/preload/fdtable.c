@@ -71,7 +71,7 @@ static void close_control(int ctl, int listener)
 void ff_fd_forget(int fd)
 {
     struct ff_fd *e = ff_fd_at(fd);
-    if (!e)
+    if (!e || ff_memory_borrowed())
         return;
     struct ff_fd old = *e;
     clear(e);
@@ -86,7 +86,7 @@ void ff_fd_forget(int fd)
 
 void ff_fd_forget_range(unsigned int first, unsigned int last)
 {
-    if (!ff_fd_at(0))
+    if (!ff_fd_at(0) || ff_memory_borrowed())
         return;
     for (unsigned int fd = first; fd <= last && fd < FF_MAX_FDS; fd++) {
         if (ff_fd_at((int)fd)->kind != FF_UNKNOWN || ff_fd_at((int)fd)->epfd)
@@ -122,7 +122,7 @@ void ff_fd_close_control(int listener)
 void ff_fd_copied(int from, int to, int cloexec)
 {
     struct ff_fd *src = ff_fd_at(from);
-    if (!src || src->kind == FF_UNKNOWN || src->kind == FF_CONTROL)
+    if (!src || src->kind == FF_UNKNOWN || src->kind == FF_CONTROL || ff_memory_borrowed())
         return;
     struct ff_fd *dst = ff_fd_slot(to);
     if (!dst)

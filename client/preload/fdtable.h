@@ -4,7 +4,8 @@
  *
  * A fixed table indexed by fd, mapped on first use and never freed. It lives in process memory, so a
  * forked child inherits it along with the descriptors; it has no lock, so neither fork nor a signal
- * handler can find one held. Descriptors at or above FF_MAX_FDS are never grafted. */
+ * handler can find one held. A vfork child, which runs in its parent's memory, changes nothing in it
+ * (ff_memory_borrowed). Descriptors at or above FF_MAX_FDS are never grafted. */
 #ifndef FREEFLOW_FDTABLE_H
 #define FREEFLOW_FDTABLE_H
 

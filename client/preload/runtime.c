@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@ struct ff_libc ff_real;
 int ff_ready;
 int ff_disabled;
 static int debugging;
+static pid_t memory_owner; /* the process whose memory this is: set at load, and in every forked child */
 
 static int switched_on(const char *name)
 {
@@ -61,9 +63,21 @@ void ff_runtime_init(void)
     errno = saved;
 }
 
+static void forked_child(void)
+{
+    memory_owner = getpid();
+}
+
 __attribute__((constructor)) static void runtime_constructor(void)
 {
     FF_INIT();
+    memory_owner = getpid();
+    pthread_atfork(NULL, NULL, forked_child);
+}
+
+int ff_memory_borrowed(void)
+{
+    return memory_owner != 0 && getpid() != memory_owner;
 }
 
 uint64_t ff_now_ms(void)

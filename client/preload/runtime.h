@@ -52,6 +52,12 @@ void ff_runtime_init(void);
             ff_runtime_init();                                                                          \
     } while (0)
 
+/* 1 in the child of a vfork (or of a clone sharing memory, as posix_spawn's): it runs in its parent's memory
+ * until it execs or exits, so it must leave the parent's descriptor table as it is. fork() children have their
+ * own copy (a fork handler tells them apart); a child made without fork handlers (a raw clone system call,
+ * _Fork) is taken for one too, and its closes go unrecorded. */
+int ff_memory_borrowed(void);
+
 /* Milliseconds of CLOCK_MONOTONIC. */
 uint64_t ff_now_ms(void);
 

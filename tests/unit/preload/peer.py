@@ -4,7 +4,7 @@ They use only the socket module (so every call goes through libc and the library
 line per connection. Whether a connection really is grafted is asked of the kernel with a raw getsockopt
 system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a grafted socket.
 
-  peer.py server PORT [COUNT] [fork|slow|exec|linger|skipping|nostdin]
+  peer.py server PORT [COUNT] [fork|slow|exec|linger|skipping|nostdin|spawn]
                                         listen on 0.0.0.0:PORT, answer each connection with the sha256
                                         of what it sent; `fork`: a child accepts, the parent closes;
                                         `slow`: the first accept comes only once the file named by
@@ -16,7 +16,9 @@ system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a graft
                                         nothing listens) meets a slow router, so the library skips the
                                         router for a while before the accepts; `nostdin`: stdin is
                                         closed before listen(), then /dev/null opened: its number is
-                                        printed (0 without the library)
+                                        printed (0 without the library); `spawn`: once listening,
+                                        runs a program through subprocess (which vforks on Linux, and
+                                        whose child closes every descriptor and dup2s its streams)
   peer.py client IP PORT SIZE [MODE] [COUNT]
                                         COUNT connections one after the other (default 1), each sending
                                         SIZE random bytes and checking the digest; MODE: blocking (default),
@@ -36,7 +38,12 @@ system call, which the library cannot interpose: SO_DOMAIN is AF_UNIX on a graft
                                         connect's errno, EPOLLERR and SO_ERROR, nothing else),
                                         unblock (blocking; sends, then a thread waits for the answer
                                         and the main one ends it with shutdown(SHUT_RDWR), as a server
-                                        stops its readers)
+                                        stops its readers),
+                                        spawn (blocking; once connected, runs a program through
+                                        subprocess, as the server's `spawn` does),
+                                        forkclose (blocking; afterwards a forked child closes the
+                                        socket and reuses its number for a socket pair, which must
+                                        answer as unix)
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ import platform
 import select
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -123,6 +131,12 @@ CONNECTED_MARK = "PEER_CONNECTED_MARK"  # a file a client makes once its connect
 MARK_WAIT_S = 120.0
 
 
+def spawn() -> None:
+    """Run a program as subprocess does: vfork, then in the child (sharing the parent's memory) dup2 onto the
+    standard streams, close every other descriptor, exec."""
+    subprocess.run(["true"], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
 def server(port: int, count: int = 1, how: str = "") -> None:
     if how == "nostdin":  # as a daemon: its standard streams closed, then opened again on /dev/null
         listener = socket.socket()
@@ -139,6 +153,8 @@ def server(port: int, count: int = 1, how: str = "") -> None:
     if how == "skipping":
         with socket.socket() as own, contextlib.suppress(ConnectionRefusedError):
             own.connect(("10.199.0.1", port + 1))
+    if how == "spawn":
+        spawn()
     print(json.dumps({"listening": port}), flush=True)
     if how == "nostdin":
         print(json.dumps({"reopened_fd": reopened}), flush=True)
@@ -270,12 +286,14 @@ def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
     if mode == "refused":
         print(json.dumps(refused_connect(sock, ip, port)), flush=True)
         return
-    if mode in ("blocking", "sendto", "fclose", "rawclose", "trunc", "linger", "unblock"):
+    if mode in ("blocking", "sendto", "fclose", "rawclose", "trunc", "linger", "unblock", "spawn", "forkclose"):
         sock.connect((ip, port))
         connected = time.monotonic() - started
         _mark_connected()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)  # and after
+        if mode == "spawn":
+            spawn()
         line = facts(sock)
         if mode == "trunc":
             answer, line["truncated"] = transfer_truncated(sock, data)
@@ -307,6 +325,9 @@ def client(ip: str, port: int, size: int, mode: str = "blocking") -> None:
         line["after_close"] = closed_by_fclose(sock)
     elif mode == "rawclose":
         line["after_close"] = closed_by_syscall(sock)
+    elif mode == "forkclose":
+        line["after_close"] = closed_in_forked_child(sock)
+        sock.close()
     else:
         sock.close()
     print(json.dumps(line), flush=True)
@@ -321,6 +342,24 @@ def closed_by_syscall(sock: socket.socket) -> dict[str, object]:
     with first, second:
         return {"same_fd": fd in (first.fileno(), second.fileno()),
                 "domains": [s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN) for s in (first, second)]}
+
+
+def closed_in_forked_child(sock: socket.socket) -> dict[str, object]:
+    """What a socket pair says it is in a forked child that closed `sock` (its copy) and got its number."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        fd = sock.fileno()
+        sock.close()
+        first, second = socket.socketpair()
+        said = {"same_fd": fd in (first.fileno(), second.fileno()),
+                "domains": [s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN) for s in (first, second)]}
+        os.write(write_end, json.dumps(said).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with open(read_end, "rb") as answer:
+        return json.loads(answer.read())
 
 
 def closed_by_fclose(sock: socket.socket) -> dict[str, object]:

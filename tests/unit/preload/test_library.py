@@ -301,6 +301,19 @@ def test_a_socket_pair_under_the_number_of_a_grafted_socket_answers_as_unix(netn
     stop(router)
 
 
+def test_a_forked_childs_close_is_its_own(netns: Namespace) -> None:
+    """A forked child has its own copy of the library's table: the socket pair that takes the number of the
+    grafted socket it closed is new, while the parent's socket still answers as TCP."""
+    router = netns.router("go")
+    server = netns.server()
+    line = netns.client(100_000, "forkclose")
+    finish(server)
+    assert line["grafted"], stop(router)
+    assert_passes_for_tcp(line)
+    assert line["after_close"] == {"same_fd": True, "domains": [1, 1]}  # AF_UNIX
+    stop(router)
+
+
 def test_a_grafted_socket_handed_across_exec_still_answers_as_tcp(netns: Namespace) -> None:
     """The new program has none of the library's memory: it knows the socket by the name the router gave it."""
     router = netns.router("go")
@@ -324,6 +337,19 @@ def test_a_forked_child_accepts_on_the_parents_registration(netns: Namespace) ->
     assert {"parent_closed": True} in lines
     assert first["grafted"] and second["grafted"], stop(router)
     assert [line["grafted"] for line in lines if "grafted" in line] == [True, True]
+
+
+def test_a_program_run_through_vfork_leaves_the_parents_sockets_as_they_were(netns: Namespace) -> None:
+    """Python's subprocess (as OpenJDK's and others) vforks: the child shares its parent's memory, and its
+    dup2 and close calls, before exec, must not change what the parent's library knows of its sockets."""
+    router = netns.router("go")
+    server = netns.server("1", "spawn")
+    line = netns.client(100_000, "spawn")
+    [accepted] = finish(server)
+    assert line["grafted"] and accepted["grafted"], stop(router)
+    assert_passes_for_tcp(line)
+    assert accepted["keepalive"] == 1 and accepted["peer"] == line["local"]
+    stop(router)
 
 
 def test_a_router_that_says_overlay_leaves_tcp_alone(netns: Namespace) -> None:
