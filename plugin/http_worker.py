@@ -10,12 +10,14 @@ seconds fails with EAGAIN, the connection is closed and one warning says so. Tho
 client that sends a byte now and then would still hold its thread: RequestDeadlines also cuts off a connection
 whose request (head and body) has not all arrived CLIENT_TIMEOUT seconds after it began. The body is read
 before the application runs (at most MAX_BODY + 1 bytes, the application refuses more), so the deadline
-never cuts into the driver's work.
+never cuts into the driver's work. A request gunicorn cannot parse is refused in the protocol's JSON, as the
+application refuses the rest, not with gunicorn's HTML page.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import socket
 import struct
@@ -25,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gunicorn.glogging import Logger
+from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import ThreadWorker
 
 from freeflow.plugin.app import MAX_BODY
@@ -33,6 +36,18 @@ CLIENT_TIMEOUT = 5.0  # seconds; dockerd sends a whole request at once and reads
 _WATCH_EVERY = 0.25  # seconds between two looks for requests past their deadline
 
 log = logging.getLogger(__name__)
+
+# What gunicorn raises for a response the application made wrong (gunicorn 22 and later): not the client's fault.
+_APPLICATION_FAULTS = tuple(getattr(http_errors, name)
+                            for name in ("InvalidResponseHeader", "InvalidResponseHeaderName") if hasattr(http_errors, name))
+
+
+def malformed_request_answer(exc: Exception) -> bytes:
+    """The whole HTTP answer to a request gunicorn could not parse: 400, and what is wrong in the JSON `Err`."""
+    body = json.dumps({"Err": f"malformed HTTP request: {exc}"}).encode()
+    head = (f"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    return head + body
 
 
 def bound_io(sock: socket.socket, seconds: float) -> None:
@@ -113,6 +128,16 @@ class BoundedThreadWorker(ThreadWorker):  # type: ignore[misc]
         bound_io(conn.sock, CLIENT_TIMEOUT)
         self.deadlines.arm(conn.sock)
         return super().handle(conn)
+
+    def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: Exception) -> None:
+        if not isinstance(exc, http_errors.ParseException) or isinstance(exc, _APPLICATION_FAULTS):
+            super().handle_error(req, client, addr, exc)
+            return
+        log.warning("refused a malformed HTTP request: %s", exc)
+        try:
+            client.sendall(malformed_request_answer(exc))
+        except OSError:
+            pass  # the client is gone: nothing to tell
 
 
 class RootLogger(Logger):  # type: ignore[misc]

@@ -96,6 +96,18 @@ def test_the_plugin_socket_answers_bad_requests_in_json():
     assert "POST /<Interface>.<Method>" in json.loads(body)["Err"]
 
 
+def test_the_plugin_socket_answers_malformed_http_in_json():
+    """The image's gunicorn (Debian's) refuses what it cannot parse: the answer is still the protocol's JSON."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(60)
+        sock.connect(_plugin_socket())
+        sock.sendall(b"POST /Plugin.Activate HTTP/1.1\r\nno colon in this header\r\n\r\n")
+        reply = b"".join(iter(lambda: sock.recv(4096), b""))
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), reply
+    assert json.loads(body)["Err"].startswith("malformed HTTP request: "), body
+
+
 def _post(body: bytes, chunked: bool = False) -> tuple[bytes, dict]:
     """POST `body` to the plugin's own socket (the image's Flask and gunicorn), as one piece or chunked."""
     with socket.socket(socket.AF_UNIX) as sock:

@@ -3,6 +3,7 @@ others' calls are still answered."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -140,3 +141,18 @@ def test_a_body_that_trickles_is_cut_off_too(server):
                 sock.send(b" ")
                 time.sleep(0.5)
     assert "took over" in log.read_text()
+
+
+@pytest.mark.parametrize("request_head", [b"NOT HTTP AT ALL\r\n\r\n", b"POST /Plugin.Activate HTTP/9.9\r\n\r\n",
+                                          b"POST /Plugin.Activate HTTP/1.1\r\nBad Header\r\n\r\n"])
+def test_a_request_gunicorn_cannot_parse_is_refused_in_json(server, request_head: bytes) -> None:
+    """The protocol's answer, not gunicorn's HTML page; the worker goes on answering."""
+    path, log = server
+    with _connect(path) as sock:
+        sock.sendall(request_head)
+        reply = b"".join(iter(lambda: sock.recv(4096), b""))
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"application/json" in head, reply
+    assert json.loads(body)["Err"].startswith("malformed HTTP request: "), body
+    assert "refused a malformed HTTP request" in log.read_text()
+    assert _answers(path)
