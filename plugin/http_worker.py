@@ -16,6 +16,7 @@ application refuses the rest, not with gunicorn's HTML page.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -38,8 +39,8 @@ _WATCH_EVERY = 0.25  # seconds between two looks for requests past their deadlin
 log = logging.getLogger(__name__)
 
 # What gunicorn raises for a response the application made wrong (gunicorn 22 and later): not the client's fault.
-_APPLICATION_FAULTS = tuple(getattr(http_errors, name)
-                            for name in ("InvalidResponseHeader", "InvalidResponseHeaderName") if hasattr(http_errors, name))
+_FAULT_NAMES = ("InvalidResponseHeader", "InvalidResponseHeaderName")
+_APPLICATION_FAULTS = tuple(getattr(http_errors, name) for name in _FAULT_NAMES if hasattr(http_errors, name))
 
 
 def malformed_request_answer(exc: Exception) -> bytes:
@@ -134,10 +135,8 @@ class BoundedThreadWorker(ThreadWorker):  # type: ignore[misc]
             super().handle_error(req, client, addr, exc)
             return
         log.warning("refused a malformed HTTP request: %s", exc)
-        try:
+        with contextlib.suppress(OSError):  # the client is gone: nothing to tell
             client.sendall(malformed_request_answer(exc))
-        except OSError:
-            pass  # the client is gone: nothing to tell
 
 
 class RootLogger(Logger):  # type: ignore[misc]
