@@ -136,6 +136,7 @@ class Driver:
         self.veth_lost: set[str] = set()  # joined endpoints whose veth is gone, already reported
         self.kept_orphans: set[str] = set()  # links of ours the state does not name, kept while in use, reported
         self.sandbox_missing: dict[str, float] = {}  # endpoint -> when its sandbox was first seen missing
+        self.failing: dict[str, str] = {}  # "network …"/"endpoint …" -> why reconcile could not repair it, said
         # The address this host had when the plugin last ran (its networks' VXLAN source): the heartbeats use it
         # until Docker's discovery tells the address again, so that a restart does not let the lease run out.
         # New networks wait for discovery (or FREEFLOW_HOST_ADDRESS): the saved address may be stale.
@@ -365,12 +366,46 @@ class Driver:
             self._save()
         return left
 
+    def _repair_network(self, network: Network, rule_in_place: bool, repairs: list[str]) -> None:
+        missing = not self.kernel.link_exists(network.bridge)
+        self._ensure_network(network, rule=not rule_in_place)
+        if missing:
+            repairs.append(f"recreated bridge {network.bridge}")
+        if not rule_in_place:
+            repairs.append(f"restored the forwarding rule of {network.bridge}")
+
+    def _repair_endpoint(self, endpoint: Endpoint, repairs: list[str]) -> None:
+        network = self.state.networks.get(endpoint.network_id)
+        if network is None:
+            return
+        if self.kernel.link_exists(endpoint.host_veth):
+            self.veth_lost.discard(endpoint.endpoint_id)
+            self.kernel.ensure_veth(endpoint.host_veth, endpoint.container_veth, network.bridge,
+                                    network.mtu, endpoint.mac)
+        elif not endpoint.sandbox_key:
+            self.kernel.ensure_veth(endpoint.host_veth, endpoint.container_veth, network.bridge,
+                                    network.mtu, endpoint.mac)
+            repairs.append(f"recreated veth {endpoint.host_veth}")
+        elif endpoint.endpoint_id not in self.veth_lost:
+            # Its other end was inside the container, configured by dockerd: only a reconnect rebuilds it.
+            self.veth_lost.add(endpoint.endpoint_id)
+            lost = f"the veth {endpoint.host_veth} of endpoint {endpoint.endpoint_id[:12]}"
+            if self.kernel.sandbox_exists(endpoint.sandbox_key):
+                repairs.append(f"{lost} was deleted under its running container, which is now cut off "
+                               f"from network {network.network_id[:12]}: run `docker network "
+                               "disconnect` and `docker network connect` for it")
+            else:
+                repairs.append(f"{lost} is gone with its namespace {endpoint.sandbox_key} (the host "
+                               "restarted, or its container ended): waiting for dockerd's Leave")
+
     def reconcile(self) -> list[str]:
         """Make the kernel match the state: recreate what is missing, remove what we own but forgot.
 
-        Returns a line per repair, for the log and the tests.
+        A network or endpoint that cannot be repaired is said so (once while it fails the same way) and
+        the pass goes on with the others. Returns a line per repair, for the log and the tests.
         """
         repairs: list[str] = []
+        failing: dict[str, str] = {}
         with self.lock:
             bridges = {n.bridge for n in self.state.networks.values()}
             veths = {name for ep in self.state.endpoints.values() for name in (ep.host_veth, ep.container_veth)}
@@ -378,34 +413,18 @@ class Driver:
             ruled = self.kernel.bridges_allowed(BRIDGE_PREFIX)  # one listing, not a check per network
             allowed = {bridge for bridge, in_place in ruled.items() if in_place}
             for network in self.state.networks.values():
-                if not self.kernel.link_exists(network.bridge):
-                    repairs.append(f"recreated bridge {network.bridge}")
-                if network.bridge not in allowed:
-                    repairs.append(f"restored the forwarding rule of {network.bridge}")
-                self._ensure_network(network, rule=network.bridge not in allowed)
+                try:
+                    self._repair_network(network, network.bridge in allowed, repairs)
+                except DriverError as exc:
+                    failing[f"network {network.network_id[:12]}"] = str(exc)
             for endpoint in self.state.endpoints.values():
-                network = self.state.networks.get(endpoint.network_id)
-                if network is None:
-                    continue
-                if self.kernel.link_exists(endpoint.host_veth):
-                    self.veth_lost.discard(endpoint.endpoint_id)
-                    self.kernel.ensure_veth(endpoint.host_veth, endpoint.container_veth, network.bridge,
-                                            network.mtu, endpoint.mac)
-                elif not endpoint.sandbox_key:
-                    self.kernel.ensure_veth(endpoint.host_veth, endpoint.container_veth, network.bridge,
-                                            network.mtu, endpoint.mac)
-                    repairs.append(f"recreated veth {endpoint.host_veth}")
-                elif endpoint.endpoint_id not in self.veth_lost:
-                    # Its other end was inside the container, configured by dockerd: only a reconnect rebuilds it.
-                    self.veth_lost.add(endpoint.endpoint_id)
-                    lost = f"the veth {endpoint.host_veth} of endpoint {endpoint.endpoint_id[:12]}"
-                    if self.kernel.sandbox_exists(endpoint.sandbox_key):
-                        repairs.append(f"{lost} was deleted under its running container, which is now cut off "
-                                       f"from network {network.network_id[:12]}: run `docker network "
-                                       "disconnect` and `docker network connect` for it")
-                    else:
-                        repairs.append(f"{lost} is gone with its namespace {endpoint.sandbox_key} (the host "
-                                       "restarted, or its container ended): waiting for dockerd's Leave")
+                try:
+                    self._repair_endpoint(endpoint, repairs)
+                except DriverError as exc:
+                    failing[f"endpoint {endpoint.endpoint_id[:12]}"] = str(exc)
+            repairs += [f"could not repair {item}: {error} (trying again at every pass)"
+                        for item, error in failing.items() if self.failing.get(item) != error]
+            self.failing = failing
             orphans = {name for prefix in OWNED_PREFIXES for name in self.kernel.links_with_prefix(prefix)
                        if name not in bridges and name not in veths and OWNED_NAME.fullmatch(name)}
             kept = orphans & self.kernel.links_in_use() if orphans else set()

@@ -50,6 +50,30 @@ def test_reconcile_recreates_a_deleted_bridge_and_reattaches_ports(tmp_path):
     assert driver.reconcile() == []
 
 
+def test_reconcile_goes_on_past_a_network_it_cannot_repair_and_says_so_once(tmp_path):
+    """One network whose bridge the kernel refuses does not leave the others unrepaired."""
+    kernel = FakeKernel()
+    driver = make(tmp_path, kernel)
+    other = "5" * 64
+    for net in (NET, other):
+        driver.create_network(p.CreateNetworkRequest.parse(create_network_body(net)))
+    driver.create_endpoint(p.CreateEndpointRequest.parse(create_endpoint_body()))
+    kernel.links.clear()
+    kernel.fail_on = bridge_name(NET)
+    repairs = driver.reconcile()
+    assert bridge_name(other) in kernel.links and f"recreated bridge {bridge_name(other)}" in repairs
+    assert f"recreated bridge {bridge_name(NET)}" not in repairs
+    failed = [line for line in repairs if line.startswith("could not repair")]
+    assert failed == [f"could not repair network {NET[:12]}: refused {bridge_name(NET)} (trying again at every pass)",
+                      f"could not repair endpoint {EP[:12]}: bridge {bridge_name(NET)} is missing "
+                      "(trying again at every pass)"]
+    assert driver.reconcile() == [], "said once while it fails the same way"
+    kernel.fail_on = None
+    repairs = driver.reconcile()
+    assert f"recreated bridge {bridge_name(NET)}" in repairs and f"recreated veth {veth_names(EP)[0]}" in repairs
+    assert not [line for line in repairs if line.startswith("could not repair")]
+
+
 def test_reconcile_after_reboot_recreates_links_of_unjoined_endpoints(tmp_path):
     driver = make(tmp_path)
     driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
