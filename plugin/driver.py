@@ -239,7 +239,23 @@ class Driver:
                                  "address stays " + (self.host_address or "unknown")) from None
             if self.host_address != data["Address"]:
                 log.info("this host's address is %s", data["Address"])
-            self.host_address = data["Address"]
+            with self.lock:
+                self.host_address = data["Address"]
+                for network in self._move_tunnels():
+                    self._ensure_network(network, rule=False)
+
+    def _move_tunnels(self) -> list[Network]:
+        """The swarm-wide networks whose VXLAN started from another address than this host's now (it changed,
+        as after a reboot with a new lease) start from this host's: saved here, applied by the caller."""
+        moved = [n for n in self.state.networks.values()
+                 if n.vxlan and self.host_address and n.local_address != self.host_address]
+        for network in moved:
+            log.warning("network %s: its VXLAN now starts from this host's address %s, not %s",
+                        network.network_id[:12], self.host_address, network.local_address)
+            network.local_address = self.host_address
+        if moved:
+            self._save()
+        return moved
 
     def set_remote_endpoints(self, remote: list[tuple[str, str, str, str]]) -> None:
         """Program exactly these (network, ip, mac, host address) remote endpoints on the local networks."""
@@ -412,6 +428,7 @@ class Driver:
             bridges |= {n.vxlan for n in self.state.networks.values() if n.vxlan}
             ruled = self.kernel.bridges_allowed(BRIDGE_PREFIX)  # one listing, not a check per network
             allowed = {bridge for bridge, in_place in ruled.items() if in_place}
+            self._move_tunnels()  # FREEFLOW_HOST_ADDRESS changed across a restart
             for network in self.state.networks.values():
                 try:
                     self._repair_network(network, network.bridge in allowed, repairs)

@@ -151,12 +151,19 @@ def link_master(name: str) -> str | None:
 
 def ensure_vxlan(name: str, vni: int, local: str, bridge: str, mtu: int, netns: str | None = None) -> None:
     """A VXLAN device on `bridge` that neither floods nor learns: remote MACs come from static FDB entries,
-    and it answers ARP itself from its neighbour table (proxy)."""
+    and it answers ARP itself from its neighbour table (proxy). One that starts from another address is
+    created again, without its entries: the caller programs them again."""
     with _ipr(f"create vxlan {name}", netns) as ipr:
         bridge_index = _index(ipr, bridge)
         if bridge_index is None:
             raise NetlinkError(f"bridge {bridge} is missing")
         index = _index(ipr, name)
+        if index is not None:
+            was = ipr.get_links(index)[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_VXLAN_LOCAL")
+            if was != local:  # this host's address changed: the tunnels start from the new one
+                log.info("vxlan %s starts from %s, not %s: creating it again", name, local, was)
+                ipr.link("del", index=index)
+                index = None
         if index is None:
             log.info("creating vxlan %s (vni %d, local %s) on %s", name, vni, local, bridge)
             ipr.link("add", ifname=name, kind="vxlan", vxlan_id=vni, vxlan_port=VXLAN_PORT, vxlan_local=local,

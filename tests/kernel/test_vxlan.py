@@ -74,3 +74,27 @@ def test_static_entries_carry_traffic_and_nothing_else_does(two_hosts):
     assert netlink.remote_entries("ffx-test", netns=names["hA"]) == set()
     sh(f"ip netns exec {names['cA']} ip neigh flush all")
     assert not ping(names, "cA", "10.1.0.3")
+
+
+def test_a_vxlan_follows_its_hosts_new_address(two_hosts):
+    """hA's underlay address changes: ensure_vxlan with the new one makes the device start from it; once both
+    hosts' entries are programmed again, the containers reach each other as before."""
+    names = two_hosts
+    for host, local, remote, ip, mac in (("hA", "10.98.7.1", "10.98.7.2", "10.1.0.3", "02:42:0a:01:00:03"),
+                                         ("hB", "10.98.7.2", "10.98.7.1", "10.1.0.2", "02:42:0a:01:00:02")):
+        netlink.ensure_vxlan("ffx-test", 4242, local, "ff-test", 1450, netns=names[host])
+        netlink.add_remote("ffx-test", ip, mac, remote, netns=names[host])
+    assert reaches(names, "cA", "10.1.0.3")
+    underlay = sh(f"ip -n {names['hA']} -o addr show to 10.98.7.1").stdout.split()[1]
+    sh(f"ip -n {names['hA']} addr del 10.98.7.1/24 dev {underlay} && "
+       f"ip -n {names['hA']} addr add 10.98.7.11/24 dev {underlay}")
+    netlink.ensure_vxlan("ffx-test", 4242, "10.98.7.11", "ff-test", 1450, netns=names["hA"])
+    details = sh(f"ip -n {names['hA']} -d link show ffx-test").stdout
+    assert "local 10.98.7.11 " in details and "master ff-test" in details and ",UP," in details, details
+    assert netlink.remote_entries("ffx-test", netns=names["hA"]) == set(), "the caller programs them again"
+    netlink.add_remote("ffx-test", "10.1.0.3", "02:42:0a:01:00:03", "10.98.7.2", netns=names["hA"])
+    netlink.add_remote("ffx-test", "10.1.0.2", "02:42:0a:01:00:02", "10.98.7.11", netns=names["hB"])
+    sh(f"ip netns exec {names['cA']} ip neigh flush all")
+    assert reaches(names, "cA", "10.1.0.3") and reaches(names, "cB", "10.1.0.2")
+    netlink.ensure_vxlan("ffx-test", 4242, "10.98.7.11", "ff-test", 1450, netns=names["hA"])
+    assert netlink.remote_entries("ffx-test", netns=names["hA"]) != set(), "the same address keeps the device"

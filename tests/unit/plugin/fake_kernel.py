@@ -57,6 +57,8 @@ class FakeKernel:
     def ensure_vxlan(self, name: str, vni: int, local: str, bridge: str, mtu: int) -> None:
         if bridge not in self.links:
             raise NetlinkError(f"bridge {bridge} is missing")
+        if name in self.links and self.links[name]["local"] != local:  # created again, as netlink does
+            self.remotes.pop(name, None)
         self.links[name] = {"kind": "vxlan", "vni": vni, "local": local, "master": bridge, "mtu": mtu}
 
     def remote_entries(self, vxlan: str) -> set[tuple[str, str, str]]:

@@ -180,6 +180,28 @@ def test_a_restarted_plugin_knows_its_address_before_dockers_discovery(tmp_path)
         "10.99.0.5", "so does FREEFLOW_HOST_ADDRESS"
 
 
+def test_a_new_address_of_this_host_moves_its_tunnels(tmp_path):
+    """After a reboot with a new lease, Docker's discovery tells another address: the VXLAN devices start from
+    it (saved), and dockerd's replayed CreateNetwork still matches the network."""
+    from freeflow.plugin.driver import vxlan_name
+
+    kernel = FakeKernel()
+    driver = Driver(Store(tmp_path), kernel, scope="global")
+    driver.discover(p.DiscoveryRequest(1, {"Address": "10.99.0.2", "Self": True}))
+    driver.create_network(p.CreateNetworkRequest.parse(create_network_body()))
+    driver.set_remote_endpoints([(NET, "10.55.0.7", "02:42:0a:37:00:07", "10.99.0.3")])
+    restarted = Driver(Store(tmp_path), kernel, scope="global")
+    restarted.discover(p.DiscoveryRequest(1, {"Address": "10.99.0.9", "Self": True}))
+    assert kernel.links[vxlan_name(NET)]["local"] == "10.99.0.9"
+    assert Driver(Store(tmp_path), kernel, scope="global").state.networks[NET].local_address == "10.99.0.9"
+    restarted.create_network(p.CreateNetworkRequest.parse(create_network_body()))  # no Conflict
+    restarted.set_remote_endpoints([(NET, "10.55.0.7", "02:42:0a:37:00:07", "10.99.0.3")])
+    assert kernel.remotes[vxlan_name(NET)] == {("10.55.0.7", "02:42:0a:37:00:07", "10.99.0.3")}
+    configured = Driver(Store(tmp_path), kernel, scope="global", host_address="10.99.0.4")
+    assert "10.99.0.4" not in str(configured.reconcile()), "a move is logged, not a repair"
+    assert kernel.links[vxlan_name(NET)]["local"] == "10.99.0.4", "FREEFLOW_HOST_ADDRESS changed: at reconcile"
+
+
 def test_an_endpoint_whose_sandbox_vanished_leaves_it_after_the_grace_time(tmp_path):
     kernel = FakeKernel()
     driver = joined(tmp_path, kernel, "/var/run/docker/netns/gone", stale_sandbox=0.2)
