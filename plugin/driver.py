@@ -363,13 +363,15 @@ class Driver:
         """Endpoints whose sandbox namespace has been gone for `stale_sandbox` seconds leave it, as Leave
         would: the router stops serving them and the orchestrator forgets them. They stay created, so a
         Join that dockerd may still send works. A namespace that is gone takes the container's end of the
-        veth with it, and so the host's end: while that is there, the container is alive, however its
-        namespace looks from here (a mount this process cannot see)."""
+        veth with it, and so the host's end: while the host's end crosses into another namespace, the
+        container is alive, however its namespace looks from here (a mount this process cannot see)."""
         now = time.monotonic()
         left = []
+        unseen = [ep for ep in self.state.endpoints.values()
+                  if ep.sandbox_key and not self.kernel.sandbox_exists(ep.sandbox_key)]
+        crossing = self.kernel.links_in_use() if unseen else set()
         for endpoint in self.state.endpoints.values():
-            if (not endpoint.sandbox_key or self.kernel.sandbox_exists(endpoint.sandbox_key)
-                    or self.kernel.link_exists(endpoint.host_veth)):
+            if endpoint not in unseen or endpoint.host_veth in crossing:
                 self.sandbox_missing.pop(endpoint.endpoint_id, None)
                 continue
             since = self.sandbox_missing.setdefault(endpoint.endpoint_id, now)

@@ -218,13 +218,18 @@ def test_an_endpoint_whose_sandbox_vanished_leaves_it_after_the_grace_time(tmp_p
     assert driver.reconcile() == []
 
 
-def test_an_endpoint_whose_veth_is_there_keeps_its_sandbox_however_its_namespace_looks(tmp_path):
-    """A namespace this process cannot see (another mount layout) is no proof the container is gone."""
+def test_an_endpoint_whose_veth_crosses_keeps_its_sandbox_however_its_namespace_looks(tmp_path):
+    """A namespace this process cannot see (another mount layout) is no proof the container is gone while the
+    veth's other end is in another namespace; a veth whose both ends are here is."""
     kernel = FakeKernel()
     driver = joined(tmp_path, kernel, "/var/run/docker/netns/unseen", stale_sandbox=0.0)
     kernel.lost_sandboxes.add("/var/run/docker/netns/unseen")
+    kernel.in_use = {veth_names(EP)[0]}
     assert driver.reconcile() == [] and driver.reconcile() == []
     assert driver.state.endpoints[EP].sandbox_key == "/var/run/docker/netns/unseen"
+    kernel.in_use = set()  # its other end never left this namespace
+    [line] = driver.reconcile()
+    assert "left /var/run/docker/netns/unseen" in line
 
 
 def test_reconcile_keeps_forwarding_rules_of_bridges_not_named_like_ours(tmp_path):
