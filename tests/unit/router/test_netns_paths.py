@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from freeflow.router.netns import host_root, in_root
+from freeflow.router.netns import in_root
 
 
 def test_absolute_symlinks_resolve_inside_the_root(tmp_path):
