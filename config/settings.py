@@ -21,6 +21,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+# The preload library (FF_GRAFT_MS) and the Python client (graft.ROUTER_TIMEOUT) give the router 2 s to answer a
+# GRAFT: a longer wait in the router would outlast them, and they would leave on the overlay first.
+MAX_GRAFT_WAIT = 1.5
+
+
+def _graft_wait(text: str) -> float:
+    value = _positive_float(text)
+    if value > MAX_GRAFT_WAIT:
+        raise ValueError(f"must be at most {MAX_GRAFT_WAIT} s: the preload library and the Python client wait 2 s "
+                         "for the router's answer")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -110,8 +123,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Prefix under which the host's files are seen; `auto` (inside the managed plugin) finds it."),
     Setting("run_dir", "FREEFLOW_RUN_DIR", str, "/run/freeflow",
             "Host folder where the router publishes what containers mount: the preload library, the Python client."),
-    Setting("graft_wait", "FREEFLOW_GRAFT_WAIT", _positive_float, "0.5",
-            "Seconds the router waits for the server to accept a connection before leaving it on the overlay."),
+    Setting("graft_wait", "FREEFLOW_GRAFT_WAIT", _graft_wait, "0.5",
+            "Seconds the router waits for the server to accept a connection before leaving it on the overlay "
+            "(at most 1.5)."),
     Setting("graft_buffer", "FREEFLOW_GRAFT_BUFFER", _positive_int, "4194304",
             "Send buffer of each end of a same-host grafted connection, in bytes (the kernel doubles it; at most "
             "net.core.wmem_max). A unix socket charges every small write about 770 bytes, so it sets how many "

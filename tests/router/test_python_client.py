@@ -166,9 +166,9 @@ def test_asyncio_streams_are_grafted(lab):
 
 def test_an_event_loop_is_not_stalled_by_a_slow_accept(lab):
     """asyncio's connect gives the graft a short budget, then stays on TCP: with a server whose accept comes
-    2 s late (and a router that would wait 10 s for it), the loop goes on, the data arrives intact, and the
-    next connection, accepted at once, is grafted."""
-    lab.extra_env["FREEFLOW_GRAFT_WAIT"] = "10"
+    2 s late (and a router that would wait for it as long as it can, 1.5 s), the loop goes on, the data
+    arrives intact, and the next connection, accepted at once, is grafted."""
+    lab.extra_env["FREEFLOW_GRAFT_WAIT"] = "1.5"
     a, b = hosts(lab)
     slow = SERVER.replace('print("listening", flush=True)', 'print("listening", flush=True); time.sleep(2)')
     server = serve(lab, b, slow.format(setup=INSTALL, port=7350))
@@ -248,7 +248,7 @@ def test_tcp_options_and_sendto_answer_as_tcp_on_a_grafted_socket(lab):
 
 
 def test_one_accelerated_side_is_enough_to_connect_either_way(lab):
-    lab.extra_env["FREEFLOW_GRAFT_WAIT"] = "30"  # a client kept waiting would wait for its own bound, 2 s
+    lab.extra_env["FREEFLOW_GRAFT_WAIT"] = "1.5"  # the longest there is: a client kept waiting shows
     a, b = hosts(lab)
     installed = serve(lab, b, SERVER.format(setup=INSTALL, port=7500))
     plain = serve(lab, b, SERVER.format(setup="", port=7501))

@@ -1,5 +1,7 @@
 """Settings are read from the environment and validated with messages naming the variable."""
 
+import re
+
 import pytest
 
 from freeflow.config.settings import SETTINGS, Settings, load_settings
@@ -31,6 +33,8 @@ def test_values_come_from_the_environment():
     ("FREEFLOW_ORCHESTRATOR_THREADS", "0", "whole number greater than zero"),
     ("FREEFLOW_LEASE_TTL", "0", "must be greater than zero"),
     ("FREEFLOW_GRAFT_BUFFER", "-4", "whole number greater than zero"),
+    ("FREEFLOW_GRAFT_WAIT", "0", "must be greater than zero"),
+    ("FREEFLOW_GRAFT_WAIT", "2", "at most 1.5 s: the preload library and the Python client wait 2 s"),
 ])
 def test_bad_values_name_the_variable_and_what_it_takes(env, value, said):
     with pytest.raises(SettingsError, match=env) as raised:
@@ -46,3 +50,15 @@ def test_switches_take_the_usual_spellings(value, expected):
 def test_an_unknown_override_is_refused():
     with pytest.raises(SettingsError, match="unknown settings: bogus"):
         load_settings({}, bogus=1)
+
+
+def test_the_longest_graft_wait_ends_before_the_clients_give_up():
+    """The router decides whether a connection is grafted, not a client that stopped waiting for its answer."""
+    from pathlib import Path
+
+    from freeflow.client.graft import ROUTER_TIMEOUT
+    from freeflow.config.settings import MAX_GRAFT_WAIT
+
+    header = (Path(__file__).parents[3] / "client" / "preload" / "router.h").read_text()
+    [library_ms] = re.findall(r"#define FF_GRAFT_MS (\d+)", header)
+    assert min(ROUTER_TIMEOUT, int(library_ms) / 1000) >= MAX_GRAFT_WAIT + 0.5
