@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import textwrap
+import time
 from importlib.resources import files
 
 from tests.lab.conftest import DRIVER, HOSTS, LAB_DIR, directory_ips, lab, on, our_links, run_on, wait_for
@@ -40,6 +41,9 @@ SOURCE = textwrap.dedent("""
     sock.shutdown(socket.SHUT_WR)
     print(sock.recv(100).decode() == hashlib.sha256(data).hexdigest())
 """)
+
+
+RECONCILE_S = 5.0  # the plugin's FREEFLOW_RECONCILE_INTERVAL (its default)
 
 
 def pings(source_host: str, container: str, target: str) -> bool:
@@ -93,6 +97,23 @@ def test_a_bad_driver_option_is_refused_by_the_managers_allocation() -> None:
         assert "attaching to network failed" in answer, answer
     finally:
         on("h1", "docker", "network", "rm", name, check=False)
+
+
+def test_a_veth_deleted_under_a_running_container_is_reported_once_with_the_fix(swarm_network) -> None:
+    """Its other end was inside the container, set up by dockerd: the plugin cannot build it again, and its
+    log says so once, with what to do."""
+    net = swarm_network()
+    name = run_on("h2", net, "cut")
+    endpoint = on("h2", "docker", "inspect", "--format",
+                  f"{{{{(index .NetworkSettings.Networks \"{net}\").EndpointID}}}}", name)
+    veth = f"ffh{endpoint[:12]}"
+    assert veth in our_links("h2")
+    subprocess.run(["ip", "-n", "h2", "link", "del", veth], check=True)
+    said = f"the veth {veth} of endpoint {endpoint[:12]} was deleted under its running container"
+    wait_for(lambda: said in plugin_logs("h2", 400), 30, "the plugin's log to report the veth")
+    assert "run `docker network disconnect` and `docker network connect` for it" in plugin_logs("h2", 400)
+    time.sleep(2 * RECONCILE_S + 1)
+    assert plugin_logs("h2", 400).count(said) == 1, "said once"
 
 
 def test_udp_and_a_100_mb_tcp_transfer_cross_hosts_intact(swarm_network) -> None:
